@@ -1,0 +1,24 @@
+"""palrm: personalized (pluralistic) reward models with PAL (Chen et al., ICLR 2025)."""
+
+__version__ = "0.1.0"
+
+from palrm.config import AdaptConfig, EncoderConfig, ModelConfig, PALConfig, TrainConfig  # noqa: E402
+from palrm.data.schema import PairData  # noqa: E402
+from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError, UnknownUserError  # noqa: E402
+from palrm.reward_model import PALRewardModel  # noqa: E402
+
+__all__ = [
+    "AdaptConfig",
+    "ConfigError",
+    "DataFormatError",
+    "EncoderConfig",
+    "ModelConfig",
+    "ModelFileError",
+    "PALConfig",
+    "PALRewardModel",
+    "PairData",
+    "PalrmError",
+    "TrainConfig",
+    "UnknownUserError",
+    "__version__",
+]

@@ -1,0 +1,223 @@
+"""Typed configuration: one dataclass per concern, YAML in and out, validation that lists every problem.
+
+Every field carries its help text in `metadata["help"]`; the CLI uses those texts for `--help`.
+Unknown keys are errors (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from palrm.errors import ConfigError
+
+MODEL_KINDS = ("pal-a", "pal-b", "btl")
+LINKS = ("euclidean", "cosine")
+USER_MODES = ("mixture", "partition")
+PROTOTYPE_SPACES = ("input", "latent")
+ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "identity")
+LOSSES = ("bce", "hinge")
+PRIORS = ("none", "gaussian")
+ADAPT_INITS = ("population", "uniform")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    kind: str = _f("pal-b", "Model: pal-a (ideal points independent of the prompt), pal-b (prompt-conditioned), or btl (one shared reward, the baseline).")
+    k: int = _f(3, "Number of prototypes K (each user is a mixture of K). Ignored by btl.")
+    d: int = _f(64, "Dimension of the latent preference space (output of f and g_k).")
+    hidden: list = _f([256], "Hidden layer sizes of the MLPs f, g_k and the BTL reward head, e.g. [256] or [512, 256]; [] = linear.")
+    activation: str = _f("gelu", f"Activation between hidden layers: one of {', '.join(ACTIVATIONS)}.")
+    dropout: float = _f(0.0, "Dropout probability after each hidden activation.")
+    link: str = _f("euclidean", "Score of a response: euclidean (-||f(x) - a||^2) or cosine (tau * cos(f(x), a), tau learned).")
+    users: str = _f("mixture", "mixture (user weights anywhere on the simplex) or partition (each user scored with the argmax prototype).")
+    prototype_space: str = _f("input", "PAL-A only: prototypes live in the input space and pass through f (f(P)w, the paper's default) or directly in the latent space.")
+    tau_init: float = _f(1 / 0.07, "Cosine link: initial scale tau (CLIP's 1/0.07).")
+    tau_max: float = _f(100.0, "Cosine link: upper cap of the learned scale tau.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(30, "Maximum number of passes over the training pairs.")
+    batch_size: int = _f(256, "Pairs per minibatch.")
+    lr: float = _f(1e-3, "AdamW learning rate of the shared parameters (f, g_k, prototypes, tau).")
+    user_lr: float = _f(5e-2, "AdamW learning rate of the per-user weight logits.")
+    weight_decay: float = _f(1e-2, "AdamW weight decay of the shared parameters (user logits get none).")
+    loss: str = _f("bce", "Pairwise loss: bce (negative log-likelihood of the BTL model) or hinge (margin 1).")
+    patience: int = _f(4, "Early stopping: epochs without validation-loss improvement before stopping (0 = never stop early).")
+    seed: int = _f(0, "Random seed (initialisation and batch order); CPU runs are deterministic for a seed.")
+    device: str = _f("cpu", "Torch device: cpu, cuda, cuda:1, mps.")
+    progress: bool = _f(True, "Show progress bars.")
+
+
+@dataclass
+class AdaptConfig:
+    steps: int = _f(300, "Optimisation steps when learning a new user's K weights (full batch over all new users).")
+    lr: float = _f(0.1, "Adam learning rate of the new users' weight logits.")
+    init: str = _f("population", "Starting point of a new user: population (mean logits of the known users) or uniform (all zeros).")
+    prior: str = _f("none", "none = maximum likelihood (the paper's protocol); gaussian = MAP with a Gaussian on the logits fitted to the known users.")
+    prior_strength: float = _f(1.0, "Weight of the prior term (gaussian prior only); 0 turns it off.")
+
+
+@dataclass
+class EncoderConfig:
+    spec: str = _f("minilm", "Text encoder: minilm (default, bundled all-MiniLM-L6-v2), hashing[:DIM], st:PATH, hf:PATH[:mean|last], or a local model directory.")
+    cache_dir: str | None = _f(None, "Embedding cache directory (default: $PALRM_CACHE_DIR or ~/.cache/palrm/embeddings).")
+    use_cache: bool = _f(True, "Cache embeddings on disk keyed by encoder identity and text hash.")
+    batch_size: int = _f(32, "Texts per encoder forward pass.")
+
+
+@dataclass
+class PALConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, *, where: str = "config") -> "PALConfig":
+        """Build and validate a config; raise ConfigError listing every problem at once."""
+        problems: list[str] = []
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: expected a mapping of sections (model, train, adapt, encoder), got {type(raw).__name__}")
+        sections = {}
+        for name, section_cls in _SECTIONS.items():
+            sections[name] = _build_section(section_cls, raw.get(name, {}), f"{where}: {name}", problems)
+        for key in raw:
+            if key not in _SECTIONS:
+                problems.append(f"{where}: unknown section '{key}' (expected one of: {', '.join(_SECTIONS)})")
+        # semantic checks run even when some keys were rejected, so every problem is reported at once
+        config = cls(**{k: v for k, v in sections.items() if v is not None})
+        problems.extend(config.problems())
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "PALConfig":
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        return cls.from_dict(raw, where=str(path))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def updated(self, overrides: dict[str, Any]) -> "PALConfig":
+        """A new, validated config with dotted-key overrides applied, e.g. {"model.k": 4}."""
+        raw = self.to_dict()
+        problems = []
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in raw or not key:
+                problems.append(f"override '{dotted}': expected SECTION.FIELD with SECTION in {', '.join(raw)}")
+                continue
+            raw[section][key] = value
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+        return PALConfig.from_dict(raw)
+
+    # ---- semantic validation -----------------------------------------------------------------
+    def problems(self) -> list[str]:
+        m, t, a, e = self.model, self.train, self.adapt, self.encoder
+        out: list[str] = []
+
+        def choice(value, allowed, name):
+            if value not in allowed:
+                out.append(f"{name} = {value!r}: expected one of {', '.join(allowed)}")
+
+        def positive(value, name, zero_ok=False):
+            if value < 0 or (value == 0 and not zero_ok):
+                out.append(f"{name} = {value!r}: must be {'>= 0' if zero_ok else '> 0'}")
+
+        choice(m.kind, MODEL_KINDS, "model.kind")
+        choice(m.link, LINKS, "model.link")
+        choice(m.users, USER_MODES, "model.users")
+        choice(m.prototype_space, PROTOTYPE_SPACES, "model.prototype_space")
+        choice(m.activation, ACTIVATIONS, "model.activation")
+        positive(m.k, "model.k")
+        positive(m.d, "model.d")
+        if not all(isinstance(h, int) and h > 0 for h in m.hidden):
+            out.append(f"model.hidden = {m.hidden!r}: expected a list of positive integers, e.g. [256]")
+        if not 0.0 <= m.dropout < 1.0:
+            out.append(f"model.dropout = {m.dropout!r}: must be in [0, 1)")
+        positive(m.tau_init, "model.tau_init")
+        if m.tau_max < m.tau_init:
+            out.append(f"model.tau_max = {m.tau_max!r}: must be >= model.tau_init ({m.tau_init})")
+        positive(t.epochs, "train.epochs")
+        positive(t.batch_size, "train.batch_size")
+        positive(t.lr, "train.lr")
+        positive(t.user_lr, "train.user_lr")
+        positive(t.weight_decay, "train.weight_decay", zero_ok=True)
+        positive(t.patience, "train.patience", zero_ok=True)
+        choice(t.loss, LOSSES, "train.loss")
+        positive(a.steps, "adapt.steps")
+        positive(a.lr, "adapt.lr")
+        choice(a.init, ADAPT_INITS, "adapt.init")
+        choice(a.prior, PRIORS, "adapt.prior")
+        positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
+        positive(e.batch_size, "encoder.batch_size")
+        return out
+
+
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "adapt": AdaptConfig, "encoder": EncoderConfig}
+
+_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), list: (list, tuple)}
+
+
+def _build_section(section_cls, raw, where: str, problems: list[str]):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a mapping, got {type(raw).__name__}")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            problems.append(f"{where}.{key}: unknown key (valid keys: {', '.join(fields)})")
+            continue
+        default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
+        expected = type(default)
+        if default is None:  # optional string
+            if value is not None and not isinstance(value, str):
+                problems.append(f"{where}.{key} = {value!r}: expected a string or null")
+                continue
+        elif expected in _TYPES:
+            ok = isinstance(value, _TYPES[expected]) and not (expected is not bool and isinstance(value, bool))
+            if not ok:
+                problems.append(f"{where}.{key} = {value!r}: expected {expected.__name__}")
+                continue
+            if expected is float:
+                value = float(value)
+            if expected is list:
+                value = list(value)
+        values[key] = value
+    return section_cls(**values)
+
+
+def field_help(section_cls) -> dict[str, str]:
+    """Help text of every field of a config section (used by the CLI)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(section_cls)}
