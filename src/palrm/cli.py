@@ -7,6 +7,7 @@ and a non-zero exit; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -21,6 +22,9 @@ from palrm.errors import ConfigError, PalrmError
 logger = logging.getLogger("palrm.cli")
 
 EXIT_ERROR = 2
+
+# Modules that add more subcommands: each defines add_parser(subparsers) and sets `func` defaults.
+COMMAND_MODULES: list[str] = []
 
 # CLI shortcut flag -> dotted config key (everything else: --set SECTION.FIELD=VALUE)
 SHORTCUTS = {
@@ -352,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--small", action="store_true", help="a smaller set (fewer users), for smoke tests")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_quickstart)
+    for module_name in COMMAND_MODULES:  # subcommands that live beside the code they drive
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

@@ -337,6 +337,49 @@ class PALRewardModel:
         prompt_vec = vecs[0] if prompt else np.zeros_like(vecs[0])
         return self.reward_embeddings(user_id, prompt_vec, vecs[1:], weights=weights)
 
+    def reward_batch(
+        self,
+        prompts: Sequence[str | None],
+        responses: Sequence[str],
+        *,
+        user_ids: Sequence[str | None] | None = None,
+        weights: Sequence[Any] | None = None,
+    ) -> np.ndarray:
+        """Rewards of many (user, prompt, response) items in one forward pass: (n,) float array.
+
+        Item i is scored for `weights[i]` when given (K numbers, "population" or "group:k"), else for
+        the known user `user_ids[i]` (UnknownUserError names the first unknown one). Every distinct
+        text is embedded once.
+        """
+        self._check_fitted()
+        n = len(responses)
+        if len(prompts) != n or (user_ids is not None and len(user_ids) != n) or (weights is not None and len(weights) != n):
+            raise ConfigError("reward_batch: prompts, responses, user_ids and weights must have the same length")
+        if self.precomputed_:
+            raise PalrmError("this model was trained on precomputed embeddings, not texts: use reward_embeddings()")
+        if n == 0:
+            return np.zeros(0, dtype=np.float32)
+        texts = sorted({t for t in [*(p or "" for p in prompts), *responses]})
+        pos = {t: i for i, t in enumerate(texts)}
+        table = torch.from_numpy(self._embed_texts(texts)).to(self._cfg.train.device)  # (T, D)
+        dev = table.device
+        w = torch.empty(n, self.net_.k, device=dev)
+        for i in range(n):
+            wi = None if weights is None else weights[i]
+            if wi is not None:
+                w[i] = self._resolve_weights(wi)
+            elif not self.net_.has_users:
+                w[i] = 1.0
+            else:
+                uid = None if user_ids is None else user_ids[i]
+                w[i] = self.net_.user_weights(torch.tensor([self._user_row(uid)], device=dev))[0].detach()
+        p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=dev)
+        x_idx = torch.tensor([pos[x] for x in responses], device=dev)
+        with torch.no_grad():
+            self.net_.eval()
+            p_vec = torch.where((p_idx >= 0)[:, None], table[p_idx.clamp(min=0)], torch.zeros((), device=dev))
+            return self.net_.score(w, p_vec, table[x_idx]).cpu().numpy()
+
     def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None) -> list[float]:
         """Rewards from precomputed vectors: prompt (D,) or None, responses (R, D)."""
         self._check_fitted()

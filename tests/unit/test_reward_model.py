@@ -194,3 +194,18 @@ def test_text_data_with_hashing_encoder_end_to_end(tmp_path):
     model.save(tmp_path / "m")
     again = PALRewardModel.load(tmp_path / "m")
     assert again.reward("user0", "Which pet?", [cat, dog]) == r0
+
+
+def test_reward_batch_matches_single_rewards(tmp_path):
+    from tests.conftest import text_pairs_frame
+    from palrm.data import load_pairs
+
+    model = PALRewardModel(kind="pal-b", k=2, encoder="hashing", **FAST).fit(load_pairs(text_pairs_frame()))
+    cat, dog = "I love cats, answer 3", "Dogs are the best, reply 5"
+    batch = model.reward_batch(["Which pet?", "Which pet?", None], [cat, dog, cat], user_ids=["user0", "user1", None],
+                               weights=[None, None, "population"])
+    assert batch[0] == pytest.approx(model.reward("user0", "Which pet?", [cat])[0], abs=1e-5)
+    assert batch[1] == pytest.approx(model.reward("user1", "Which pet?", [dog])[0], abs=1e-5)
+    assert batch[2] == pytest.approx(model.reward(None, "", [cat], weights="population")[0], abs=1e-5)
+    with pytest.raises(UnknownUserError):
+        model.reward_batch(["p"], ["r"], user_ids=["ghost"])
