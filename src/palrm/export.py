@@ -96,10 +96,12 @@ def _headline(metrics: dict | None) -> list[str]:
         if isinstance(m.get(split), dict) and "accuracy" in m[split]:
             lines.append(f"- {split} accuracy of the source model (all its users): {m[split]['accuracy']:.4f} "
                          f"on {m[split].get('n_pairs', '?')} pairs")
-    if isinstance(m.get("pal"), dict):  # quickstart results.json
-        pal = m["pal"]
-        if "seen" in pal and isinstance(pal["seen"], dict) and "accuracy" in pal["seen"]:
-            lines.append(f"- seen-user test accuracy of the source model: {pal['seen']['accuracy']:.4f}")
+    seen = m.get("seen", {}).get("pal") if isinstance(m.get("seen"), dict) else None
+    if isinstance(seen, dict) and "accuracy" in seen:  # quickstart results.json
+        lines.append(f"- seen-user test accuracy of the source model (quickstart): {seen['accuracy']:.4f} on "
+                     f"{seen.get('n_pairs', '?')} pairs of {seen.get('n_users', '?')} users")
+        if isinstance(m.get("dataset"), dict) and m["dataset"].get("name"):
+            lines.append(f"- trained on: {m['dataset']['name']}")
     return lines
 
 

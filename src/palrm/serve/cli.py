@@ -92,7 +92,7 @@ def cmd_serve(args) -> int:
           f"http://{settings.host}:{settings.port}  auth={'bearer token' if settings.token else 'off (loopback only)'}  "
           f"store={engine.store.path}  batching={'on' if settings.batching else 'off'}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log,
-                server_header=False, timeout_graceful_shutdown=5)
+                server_header=False, timeout_graceful_shutdown=5, timeout_keep_alive=30)
     return 0
 
 
