@@ -6,6 +6,7 @@ from palrm.config import AdaptConfig, EncoderConfig, ModelConfig, PALConfig, Tra
 from palrm.data.schema import PairData  # noqa: E402
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError, UnknownUserError  # noqa: E402
 from palrm.reward_model import PALRewardModel  # noqa: E402
+from palrm.export import ScalarRewardModel  # noqa: E402
 
 __all__ = [
     "AdaptConfig",
@@ -17,6 +18,7 @@ __all__ = [
     "PALConfig",
     "PALRewardModel",
     "PairData",
+    "ScalarRewardModel",
     "PalrmError",
     "TrainConfig",
     "UnknownUserError",

@@ -1,0 +1,390 @@
+"""Scalar reward model export: one user's (or one mixture's) PAL reward as a standalone model.
+
+`export_scalar(model, out_dir, user_id=... | weights=...)` (CLI: `palrm export`) writes
+
+    config.json         format marker, the source config, input dimension, encoder spec and identity,
+                        the mixture (who this reward is for) and any accuracy figures
+    model.safetensors   the shared network weights and the mixture weights w (K,) (no user table)
+    README.md           a model card: what it was trained on, its accuracy, which user or mixture,
+                        how to load it
+
+and `ScalarRewardModel.from_pretrained(dir)` loads it again (safetensors + JSON only):
+
+    rm = ScalarRewardModel.from_pretrained("runs/alice-rm")
+    rm(["prompt", "prompt"], ["answer A", "answer B"])   # tensor([r_A, r_B])
+
+For any two responses x, y of one prompt, r(x) - r(y) equals the PAL preference logit of the source
+model for that user or mixture (the score difference under the same weights; tested).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from palrm import __version__
+from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
+
+logger = logging.getLogger(__name__)
+
+SCALAR_FORMAT = "palrm-scalar-reward"
+SCALAR_FORMAT_VERSION = 1
+MIXTURE_KEY = "palrm.mixture_weights"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+
+__all__ = ["ScalarRewardModel", "export_scalar", "add_parser"]
+
+
+def _mixture(model, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict]:
+    """(weights (K,), description) of whose reward is exported."""
+    model._check_fitted()
+    k = model.net_.k
+    if not model.net_.has_users:
+        if user_id is not None:
+            logger.warning("export: the BTL baseline has one reward for everybody; user %r is ignored", user_id)
+        return np.ones(1, dtype=np.float32), {"source": "btl", "description": "the BTL baseline's single reward (no users)"}
+    if user_id is not None and weights is not None:
+        raise ConfigError("export: give either a user id or mixture weights, not both")
+    if user_id is not None:
+        model.net_.eval()
+        w = model.user_weights(str(user_id))  # UnknownUserError names the fix
+        return w.astype(np.float32), {"source": "user", "user_id": str(user_id), "description": f"user {user_id!r}"}
+    if weights is None:
+        raise ConfigError("export: say whose reward to export: a user id, 'population', 'group:K' or K mixture weights")
+    w = model._resolve_weights(weights).cpu().numpy().astype(np.float32)
+    if isinstance(weights, str) and weights == "population":
+        desc = {"source": "population", "description": f"the population (mean weights of {len(model.users_)} users)"}
+    elif isinstance(weights, str):
+        g = int(weights.split(":", 1)[1])
+        desc = {"source": "group", "group": g, "description": f"prototype {g} alone (group {g} of K={k})"}
+    else:
+        desc = {"source": "weights", "description": f"the mixture {[round(float(x), 4) for x in w]}"}
+    return w, desc
+
+
+def _metrics_near(model_dir: Path | None) -> dict | None:
+    """Accuracy figures written next to a model by `palrm train` (metrics.json) or the quickstart (results.json)."""
+    if model_dir is None:
+        return None
+    for name in ("metrics.json", "results.json"):
+        path = model_dir.parent / name
+        if path.is_file():
+            try:
+                return {"file": name, "metrics": json.loads(path.read_text())}
+            except json.JSONDecodeError:
+                logger.warning("export: %s is not valid JSON; left out of the model card", path)
+    return None
+
+
+def _headline(metrics: dict | None) -> list[str]:
+    """A few readable lines from metrics.json / results.json."""
+    if not metrics:
+        return []
+    lines = []
+    m = metrics["metrics"]
+    for split in ("test", "validation", "train"):
+        if isinstance(m.get(split), dict) and "accuracy" in m[split]:
+            lines.append(f"- {split} accuracy of the source model (all its users): {m[split]['accuracy']:.4f} "
+                         f"on {m[split].get('n_pairs', '?')} pairs")
+    seen = m.get("seen", {}).get("pal") if isinstance(m.get("seen"), dict) else None
+    if isinstance(seen, dict) and "accuracy" in seen:  # quickstart results.json
+        lines.append(f"- seen-user test accuracy of the source model (quickstart): {seen['accuracy']:.4f} on "
+                     f"{seen.get('n_pairs', '?')} pairs of {seen.get('n_users', '?')} users")
+        if isinstance(m.get("dataset"), dict) and m["dataset"].get("name"):
+            lines.append(f"- trained on: {m['dataset']['name']}")
+    return lines
+
+
+def export_scalar(
+    model,
+    out_dir: str | os.PathLike,
+    *,
+    user_id: str | None = None,
+    weights: Any = None,
+    source: str | os.PathLike | None = None,
+    eval_pairs=None,
+) -> Path:
+    """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k') to `out_dir`.
+
+    `eval_pairs` (PairData / DataFrame / path), when given, is scored with the exported reward and its
+    accuracy goes into config.json and the model card (only that user's pairs when `user_id` is given).
+    Writing is atomic: a failed export leaves an earlier directory intact.
+    """
+    if model.precomputed_:
+        raise PalrmError("this model was trained on precomputed embeddings, not texts; a scalar text reward "
+                         "model cannot be exported from it")
+    w, mixture = _mixture(model, user_id, weights)
+    mixture["weights"] = [float(x) for x in w]
+    source_dir = Path(source) if source is not None else None
+    cfg = model.config_
+    encoder = model._encoder()
+    meta = {
+        "format": SCALAR_FORMAT,
+        "format_version": SCALAR_FORMAT_VERSION,
+        "palrm_version": __version__,
+        "kind": model.net_.kind,
+        "input_dim": model.input_dim_,
+        "encoder": {"spec": cfg.encoder.spec, "identity": getattr(encoder, "identity", None)},
+        "mixture": mixture,
+        "source_model": {"path": str(source_dir) if source_dir else None, "num_users": len(model.users_),
+                         "k": model.net_.k},
+        "config": cfg.to_dict(),
+        "metrics": _metrics_near(source_dir),
+        "eval": None,
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits.")}
+    state[MIXTURE_KEY] = torch.from_numpy(w.copy())
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        if eval_pairs is not None:
+            meta["eval"] = _evaluate_export(tmp, model, eval_pairs, user_id if mixture["source"] == "user" else None)
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        (tmp / CARD_FILE).write_text(_model_card(meta, out_dir.name))
+        if out_dir.exists():
+            if not (out_dir / CONFIG_FILE).is_file() and any(out_dir.iterdir()):
+                raise PalrmError(f"{out_dir} exists and is not an exported reward model; choose another --output")
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _evaluate_export(directory: Path, model, pairs, user_id: str | None) -> dict:
+    data = model._as_pairs(pairs, "evaluation pairs")
+    if data.embeddings is not None:
+        raise DataFormatError(f"{data.source}: evaluation pairs must hold texts, not embedding row ids")
+    if user_id is not None:
+        data = data.for_users([user_id])
+    if len(data) == 0:
+        raise DataFormatError(f"{data.source}: no evaluation pairs" + (f" of user {user_id!r}" if user_id else ""))
+    rm = ScalarRewardModel.from_pretrained(directory, device=model.config_.train.device)
+    prompts = [data.texts[i] if i >= 0 else None for i in data.prompt]
+    chosen = [data.texts[i] for i in data.chosen]
+    rejected = [data.texts[i] for i in data.rejected]
+    diff = (rm(prompts, chosen) - rm(prompts, rejected)).cpu().numpy()
+    return {"accuracy": float((diff > 0).mean()), "n_pairs": int(len(data)), "n_users": int(len(data.users_present())),
+            "data": str(data.source), "users": "the exported user's pairs" if user_id else "all pairs"}
+
+
+def _model_card(meta: dict, name: str) -> str:
+    cfg = meta["config"]
+    m = cfg.get("model", {})
+    lines = [
+        f"# {name}: a palrm scalar reward model",
+        "",
+        f"A standalone scalar reward r(prompt, response) exported from a PAL personalized reward model "
+        f"(palrm {meta['palrm_version']}, Chen et al., arXiv 2406.08469). It is the reward of "
+        f"**{meta['mixture']['description']}**.",
+        "",
+        "## How to load it",
+        "",
+        "```python",
+        "from palrm import ScalarRewardModel",
+        "",
+        f'rm = ScalarRewardModel.from_pretrained("{name}")',
+        'rewards = rm(["Your prompt", "Your prompt"], ["response A", "response B"])  # torch.Tensor of floats',
+        "```",
+        "",
+        "Only `palrm` is needed (weights are read with safetensors; nothing is unpickled). For RLHF with TRL: "
+        "`palrm.integrations.trl.reward_function(rm)`.",
+        "",
+        "## What it is",
+        "",
+        f"- model: {meta['kind']} (K={meta['source_model']['k']} prototypes, link {m.get('link', '?')}, "
+        f"d={m.get('d', '?')}), input dimension {meta['input_dim']}",
+        f"- text encoder: `{meta['encoder']['spec']}` (identity `{meta['encoder']['identity']}`); the reward is only "
+        "meaningful with this encoder",
+        f"- mixture weights over the K prototypes: {[round(x, 6) for x in meta['mixture']['weights']]}",
+        f"- source model: {meta['source_model']['path'] or '(in memory)'}, {meta['source_model']['num_users']} users",
+        "- the difference of two rewards for the same prompt is the source model's preference logit for this "
+        "user or mixture: P(A preferred over B) = sigmoid(r(A) - r(B))",
+        "",
+        "## Accuracy",
+        "",
+    ]
+    acc = _headline(meta.get("metrics"))
+    if meta.get("eval"):
+        e = meta["eval"]
+        acc.insert(0, f"- this exported reward on {e['users']} of `{e['data']}`: accuracy {e['accuracy']:.4f} "
+                      f"({e['n_pairs']} pairs)")
+    lines += acc or ["- no accuracy figures were available at export time (pass `palrm export ... --data PAIRS` to measure)."]
+    lines += ["", "## Training data", "",
+              f"- trained by palrm with seed {cfg.get('train', {}).get('seed', '?')}; see the source model's directory "
+              "and its run directory (config.yaml, metrics.json) for the data it was trained on.", ""]
+    return "\n".join(lines)
+
+
+class ScalarRewardModel:
+    """A scalar reward model exported by `palrm export`: `model(prompts, responses) -> tensor (n,)`.
+
+    Load with `ScalarRewardModel.from_pretrained(directory)`. `prompts` may be one string (used for
+    every response), None (no prompt), or a sequence as long as `responses`.
+    """
+
+    def __init__(self, net, weights: torch.Tensor, meta: dict, *, device: str = "cpu", use_cache: bool = False) -> None:
+        self.net = net
+        self.weights = weights
+        self.meta = meta
+        self.device = device
+        self.use_cache = use_cache
+        self._encoder = None
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | None = None, use_cache: bool = False) -> "ScalarRewardModel":
+        """Load an exported directory (JSON + safetensors only). `use_cache` keeps embeddings on disk."""
+        from palrm.config import PALConfig
+        from palrm.models import build_net
+
+        directory = Path(directory)
+        missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / f).is_file()]
+        if missing:
+            raise ModelFileError(f"{directory} is not an exported palrm reward model: missing {', '.join(missing)}. "
+                                 "Create one with `palrm export MODEL_DIR --user ID -o DIR`.")
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{directory / CONFIG_FILE} is damaged ({exc}); export the model again") from None
+        if meta.get("format") != SCALAR_FORMAT:
+            hint = " (this is a full PAL model: load it with PALRewardModel.load)" if "num_users" in meta else ""
+            raise ModelFileError(f"{directory / CONFIG_FILE}: not a {SCALAR_FORMAT} file{hint}")
+        if int(meta.get("format_version", 0)) > SCALAR_FORMAT_VERSION:
+            raise ModelFileError(f"{directory} was written by a newer palrm (format {meta['format_version']}); upgrade palrm")
+        config = PALConfig.from_dict(meta["config"], where=str(directory / CONFIG_FILE))
+        device = device or "cpu"
+        net = build_net(config.model, int(meta["input_dim"]), 1)
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); export the model again") from None
+        weights = state.pop(MIXTURE_KEY, None)
+        if weights is None:
+            raise ModelFileError(f"{directory / WEIGHTS_FILE} has no {MIXTURE_KEY}; export the model again")
+        state["user_logits.weight"] = net.user_logits.weight.detach().clone()  # unused placeholder row
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{directory / WEIGHTS_FILE} does not match its config.json ({exc})") from None
+        model = cls(net.to(device).eval(), weights.to(device), meta, device=device, use_cache=use_cache)
+        model.config = config
+        return model
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from palrm.encoders import make_encoder
+
+            enc = make_encoder(self.meta["encoder"]["spec"])
+            expected = self.meta["encoder"].get("identity")
+            if expected and getattr(enc, "identity", None) != expected:
+                raise ModelFileError(f"encoder {self.meta['encoder']['spec']!r} now has identity {enc.identity!r}, but this "
+                                     f"reward model was exported with {expected!r}; its rewards would be meaningless")
+            self._encoder = enc
+        return self._encoder
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        from palrm.encoders import embed_texts
+
+        enc_cfg = self.config.encoder
+        vecs = embed_texts(list(texts), self.encoder, cache_dir=enc_cfg.cache_dir, use_cache=self.use_cache,
+                           batch_size=enc_cfg.batch_size, progress=False)
+        return torch.from_numpy(np.asarray(vecs, dtype=np.float32)).to(self.device)
+
+    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str]) -> torch.Tensor:
+        """Rewards (n,) float32 of `responses` (each for its prompt)."""
+        if isinstance(responses, str):
+            responses = [responses]
+        responses = list(responses)
+        n = len(responses)
+        if prompts is None or isinstance(prompts, str):
+            prompts = [prompts] * n
+        prompts = list(prompts)
+        if len(prompts) != n:
+            raise ConfigError(f"ScalarRewardModel: got {len(prompts)} prompts for {n} responses; pass one prompt, "
+                              "or one per response")
+        bad = [i for i, r in enumerate(responses) if not isinstance(r, str)]
+        if bad:
+            raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
+        if n == 0:
+            return torch.zeros(0)
+        texts = sorted({*(p for p in prompts if p), *responses})
+        pos = {t: i for i, t in enumerate(texts)}
+        table = self.embed(texts)
+        dim = table.shape[1]
+        if dim != int(self.meta["input_dim"]):
+            raise ModelFileError(f"the encoder gives {dim}-d vectors, this model expects {self.meta['input_dim']}")
+        p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=self.device)
+        x_idx = torch.tensor([pos[x] for x in responses], device=self.device)
+        with torch.no_grad():
+            p_vec = torch.where((p_idx >= 0)[:, None], table[p_idx.clamp(min=0)], torch.zeros((), device=self.device))
+            w = self.weights.to(table.dtype).expand(n, -1)
+            return self.net.score(w, p_vec, table[x_idx]).cpu()
+
+    def score_embeddings(self, prompt_vectors: torch.Tensor | None, response_vectors: torch.Tensor) -> torch.Tensor:
+        """Rewards from precomputed vectors (n, D) (prompt None: no prompt)."""
+        x = torch.as_tensor(response_vectors, dtype=torch.float32, device=self.device)
+        p = torch.zeros_like(x) if prompt_vectors is None else torch.as_tensor(prompt_vectors, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            return self.net.score(self.weights.expand(x.shape[0], -1), p, x).cpu()
+
+    def __repr__(self) -> str:
+        return (f"ScalarRewardModel(kind={self.meta['kind']!r}, encoder={self.meta['encoder']['spec']!r}, "
+                f"for={self.meta['mixture']['description']!r})")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def cmd_export(args) -> int:
+    from palrm import PALRewardModel
+
+    model = PALRewardModel.load(args.model_dir, device=args.device)
+    weights = None
+    if args.population:
+        weights = "population"
+    elif args.group is not None:
+        weights = f"group:{args.group}"
+    elif args.weights:
+        try:
+            weights = [float(x) for x in args.weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights {args.weights!r}: expected comma-separated numbers, e.g. 0.5,0.3,0.2") from None
+    out = export_scalar(model, args.output, user_id=args.user, weights=weights, source=args.model_dir, eval_pairs=args.data)
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    print(f"exported the reward of {meta['mixture']['description']} to {out} (config.json, model.safetensors, README.md)")
+    if meta.get("eval"):
+        print(f"accuracy on {meta['eval']['users']} of {args.data}: {meta['eval']['accuracy']:.4f} ({meta['eval']['n_pairs']} pairs)")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write one user's (or one mixture's) reward as a standalone scalar reward model",
+                              description="Export a scalar reward model: load it with ScalarRewardModel.from_pretrained(DIR).")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a trained palrm model directory (e.g. runs/quickstart/model)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="a user the model knows")
+    who.add_argument("--group", type=int, metavar="K", help="prototype K alone (one-hot weights)")
+    who.add_argument("--weights", metavar="W1,...,WK", help="explicit mixture weights (normalised to sum 1)")
+    who.add_argument("--population", action="store_true", help="the mean user's weights")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (replaced atomically)")
+    p.add_argument("--data", metavar="PAIRS", help="optional pair file to measure the exported reward's accuracy on "
+                   "(only the exported user's pairs with --user)")
+    p.add_argument("--device", default=None, help="torch device to load the model on (default: as saved)")
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,1 @@
+"""Adapters that put palrm rewards where RLHF happens (TRL; OpenRLHF talks to `palrm serve`)."""

@@ -1,0 +1,290 @@
+"""The reward engine behind `palrm serve`: one model, one model thread, a micro-batcher, the user store.
+
+Every use of the model (reward batches, adapts, reading a user's weights) runs on ONE worker thread,
+so the in-memory user table is never read while an adapt is changing it, and adapts of the same
+user run one after another in arrival order (last write wins, in memory and in SQLite alike).
+
+Micro-batching: reward requests put their items on a queue; a single asyncio task takes everything
+queued (up to `max_batch_items`) and scores it in one `PALRewardModel.reward_batch` call, i.e. one
+encoder forward over all distinct texts of many requests. The queue is bounded by
+`queue_items`: beyond it requests are refused (HTTP 503) instead of waiting without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from palrm.errors import ConfigError, PalrmError, UnknownUserError
+
+from palrm.serve.store import UserStore, default_store_path, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServeSettings", "RewardEngine", "QueueFull", "Item"]
+
+
+@dataclass
+class ServeSettings:
+    """Limits and options of the service (CLI flags of `palrm serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    store_path: Path | None = None
+    max_body_bytes: int = 1 << 20
+    max_items: int = 256
+    max_pairs: int = 1000
+    max_text_chars: int = 20_000
+    queue_items: int = 8192
+    max_batch_items: int = 1024
+    max_pending_adapts: int = 256
+    batching: bool = True
+    default_user: str | None = None
+    default_weights: Any = None
+    embedding_cache: bool = False
+    device: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class QueueFull(Exception):
+    """The bounded queue is full: the client should retry later (HTTP 503)."""
+
+
+@dataclass
+class Item:
+    """One item to score: a known user (weights None) or explicit weights (K floats)."""
+
+    user_id: str | None
+    weights: list[float] | str | None
+    prompt: str
+    response: str
+
+
+class RewardEngine:
+    def __init__(self, model_dir: str | Path, settings: ServeSettings) -> None:
+        from palrm import PALRewardModel
+
+        self.model_dir = Path(model_dir)
+        self.settings = settings
+        self.model = PALRewardModel.load(self.model_dir, device=settings.device)
+        if self.model.precomputed_:
+            raise PalrmError(f"{model_dir} was trained on precomputed embeddings; the service scores texts, so it needs a "
+                             "model trained on texts")
+        cfg = self.model.config_
+        cfg.encoder.use_cache = settings.embedding_cache  # completions are unique: no unbounded disk cache by default
+        cfg.train.progress = False
+        self.has_users = self.model.net_.has_users
+        self.k = self.model.net_.k
+        self.trained_users = set(self.model.users_)
+        store_path = Path(settings.store_path) if settings.store_path else default_store_path(self.model_dir)
+        if store_path.resolve().parent == self.model_dir.resolve():
+            raise ConfigError(f"--store {store_path}: the user store must not live inside the model directory "
+                              "(the server never writes there); put it beside it")
+        self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.k)
+        n = self._apply_store()
+        logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
+        self.model._embed_texts(["palrm warm-up"])  # load the encoder now, not on the first request
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-model")
+        self._queue: list[tuple[list[Item], asyncio.Future]] = []
+        self._queued_items = 0
+        self._pending_adapts = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self.batches = 0
+        self.batched_items = 0
+
+    # ------------------------------------------------------------------ users (model thread only)
+    def _set_logits(self, user_id: str, logits: torch.Tensor) -> None:
+        m = self.model
+        with torch.no_grad():
+            if user_id in m.user_index_:
+                m.net_.user_logits.weight[m.user_index_[user_id]] = logits.to(m.net_.user_logits.weight)
+            else:
+                m.net_.grow_users(1, init=logits[None])
+                m.user_index_[user_id] = len(m.users_)
+                m.users_.append(user_id)
+
+    def _apply_store(self) -> int:
+        if not self.has_users:
+            return 0
+        rows = self.store.all()
+        for row in rows:
+            if len(row.logits) != self.k:
+                raise ConfigError(f"user store {self.store.path}: user {row.user_id!r} has {len(row.logits)} weights, "
+                                  f"the model has K={self.k}")
+            self._set_logits(row.user_id, torch.tensor(row.logits, dtype=torch.float32))
+        return len(rows)
+
+    def user_info_sync(self, user_id: str) -> dict:
+        m = self.model
+        if not self.has_users:
+            raise ConfigError("this model is the BTL baseline: it has one reward for everybody and no per-user weights")
+        if user_id not in m.user_index_:
+            raise unknown_user(user_id)
+        weights = m.user_weights(user_id)
+        stored = self.store.get(user_id)
+        return {"user_id": user_id, "weights": [float(x) for x in weights],
+                "source": "store" if stored else "model",
+                "version": stored.version if stored else 0,
+                "n_pairs_adapted": stored.n_pairs if stored else 0}
+
+    def adapt_sync(self, user_id: str, pairs: list[dict]) -> dict:
+        import pandas as pd
+
+        m = self.model
+        if not self.has_users:
+            raise ConfigError("this model is the BTL baseline: it has no per-user weights to adapt")
+        frame = pd.DataFrame([{"user_id": user_id, "prompt": p.get("prompt") or "", "chosen": p["chosen"],
+                               "rejected": p["rejected"]} for p in pairs])
+        known = user_id in m.user_index_
+        old = m.net_.user_logits.weight[m.user_index_[user_id]].detach().clone() if known else None
+        m.adapt(frame)
+        row = m.user_index_[user_id]
+        logits = m.net_.user_logits.weight[row].detach().cpu()
+        weights = m.user_weights(user_id)
+        try:
+            version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], len(pairs))
+        except Exception:
+            logger.exception("could not persist user %r; the adapt is rolled back", user_id)
+            with torch.no_grad():
+                if known:
+                    m.net_.user_logits.weight[row] = old
+                else:
+                    m.user_index_.pop(user_id)
+                    m.users_.pop()
+            raise
+        return {"user_id": user_id, "weights": [float(x) for x in weights], "version": version, "n_pairs": len(pairs)}
+
+    def score_sync(self, items: list[Item]) -> np.ndarray:
+        w = [it.weights for it in items]
+        return self.model.reward_batch([it.prompt for it in items], [it.response for it in items],
+                                       user_ids=[it.user_id for it in items],
+                                       weights=w if any(x is not None for x in w) else None)
+
+    # ------------------------------------------------------------------ request-side checks (event loop)
+    def resolve(self, user_id: str | None, weights: Any) -> tuple[str | None, list[float] | None]:
+        """Check whose reward an item asks for; raises UnknownUserError / ConfigError (-> 404 / 422)."""
+        if weights is None and user_id is None:
+            user_id, weights = self.settings.default_user, self.settings.default_weights
+            if user_id is None and weights is None:
+                if not self.has_users:
+                    return None, None
+                raise ConfigError("say whose reward: give each item a 'user_id' or 'weights' (K numbers, 'population' "
+                                  "or 'group:k'); or start the server with --default-user / --default-weights")
+        if weights is not None:
+            if user_id is not None:
+                raise ConfigError("give either 'user_id' or 'weights' in an item, not both")
+            if isinstance(weights, list) and len(weights) != self.k:
+                raise ConfigError(f"weights: expected {self.k} numbers (K={self.k}), got {len(weights)}")
+            w = self.model._resolve_weights(weights)  # validates; raises ConfigError
+            if weights == "population":
+                return None, "population"  # resolved on the model thread (it reads the user table)
+            return None, [float(x) for x in w.cpu()]
+        if self.has_users and user_id not in self.model.user_index_:
+            raise unknown_user(user_id)
+        return user_id, None
+
+    # ------------------------------------------------------------------ async API
+    async def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        if self.settings.batching:
+            self._worker = asyncio.create_task(self._batch_loop())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=True)
+        self.store.close()
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    async def run_model(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def score(self, items: list[Item]) -> list[float]:
+        if self._queued_items + len(items) > self.settings.queue_items:
+            raise QueueFull(f"the reward queue is full ({self._queued_items} items waiting, limit "
+                            f"{self.settings.queue_items}); retry shortly")
+        self._queued_items += len(items)
+        if not self.settings.batching:
+            try:
+                out = await self.run_model(self.score_sync, items)
+            finally:
+                self._queued_items -= len(items)
+            return [float(x) for x in out]
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((items, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def adapt(self, user_id: str, pairs: list[dict]) -> dict:
+        if self._pending_adapts >= self.settings.max_pending_adapts:
+            raise QueueFull(f"{self._pending_adapts} adapt requests are waiting (limit {self.settings.max_pending_adapts}); retry shortly")
+        self._pending_adapts += 1
+        try:
+            return await self.run_model(self.adapt_sync, user_id, pairs)
+        finally:
+            self._pending_adapts -= 1
+
+    async def _batch_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                jobs, n = [], 0
+                while self._queue and (not jobs or n + len(self._queue[0][0]) <= self.settings.max_batch_items):
+                    job = self._queue.pop(0)
+                    jobs.append(job)
+                    n += len(job[0])
+                self._queued_items -= n
+                live = [(items, fut) for items, fut in jobs if not fut.done()]
+                if live:
+                    await self._run_jobs(live)
+
+    async def _run_jobs(self, jobs: list[tuple[list[Item], asyncio.Future]]) -> None:
+        flat = [it for items, _ in jobs for it in items]
+        try:
+            out = await self.run_model(self.score_sync, flat)
+        except Exception as exc:  # isolate the failing request: score each job on its own
+            if len(jobs) == 1:
+                if not jobs[0][1].done():
+                    jobs[0][1].set_exception(exc)
+                return
+            logger.warning("a batch of %d requests failed (%s); scoring them one by one", len(jobs), exc)
+            for job in jobs:
+                await self._run_jobs([job])
+            return
+        self.batches += 1
+        self.batched_items += len(flat)
+        start = 0
+        for items, fut in jobs:
+            part = out[start:start + len(items)]
+            start += len(items)
+            if not fut.done():
+                fut.set_result([float(x) for x in part])
+
+
+def unknown_user(user_id: str) -> UnknownUserError:
+    return UnknownUserError(
+        f"unknown user {user_id!r}: onboard this user with POST /v1/users/{user_id}/adapt and a few "
+        '{"pairs": [{"prompt": ..., "chosen": ..., "rejected": ...}]}, or score with explicit "weights" '
+        "(K numbers, 'population' or 'group:k')")
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))

@@ -1,0 +1,130 @@
+"""Durable user store of the reward service: SQLite in WAL mode, one row per user.
+
+An adapt is acknowledged only after its row is committed (`synchronous=FULL`), so a killed server
+(even SIGKILL) never loses an acknowledged user. Each write replaces the user's whole row in one
+transaction (last write wins, no torn rows) and bumps its `version`. The store also records which
+model it belongs to (a fingerprint of the model files) and refuses to be applied to another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from palrm.errors import ModelFileError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+__all__ = ["StoredUser", "UserStore", "model_fingerprint", "default_store_path"]
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    user_id: str
+    logits: list[float]
+    weights: list[float]
+    n_pairs: int
+    version: int
+    updated_at: float
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """SHA-256 over the model's config.json, model.safetensors and users.json (read-only)."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "users.json"):
+        path = Path(model_dir) / name
+        h.update(name.encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def default_store_path(model_dir: Path) -> Path:
+    """`runs/x/model` -> `runs/x/model.users.sqlite`: beside the model directory, never inside it."""
+    model_dir = Path(model_dir).resolve()
+    return model_dir.with_name(model_dir.name + ".users.sqlite")
+
+
+class UserStore:
+    """SQLite (WAL) table of users added or updated while serving. Thread-safe (one connection + lock)."""
+
+    def __init__(self, path: str | Path, *, fingerprint: str, k: int) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, logits TEXT NOT NULL, weights TEXT NOT NULL, "
+                "n_pairs INTEGER NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
+            )
+        except sqlite3.Error as exc:
+            raise ModelFileError(f"user store {self.path} cannot be opened ({exc}); pass another --store PATH") from None
+        self._check_meta(fingerprint, k)
+
+    def _check_meta(self, fingerprint: str, k: int) -> None:
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if not rows:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                     [("schema_version", str(SCHEMA_VERSION)), ("model_fingerprint", fingerprint), ("k", str(k))])
+                self._db.execute("COMMIT")
+                return
+        if rows.get("model_fingerprint") != fingerprint or rows.get("k") != str(k):
+            raise ModelFileError(f"user store {self.path} belongs to another model (its fingerprint differs from this "
+                                 "model's files); pass --store NEW_PATH for this model, or serve the model it was made for")
+        if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
+            raise ModelFileError(f"user store {self.path} was written by a newer palrm; upgrade palrm")
+
+    def put(self, user_id: str, logits: list[float], weights: list[float], n_pairs: int) -> int:
+        """Write the user's row (replacing it) and commit; returns the new version."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT version, n_pairs FROM users WHERE user_id = ?", (user_id,)).fetchone()
+                version = (row[0] if row else 0) + 1
+                total = (row[1] if row else 0) + int(n_pairs)
+                self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?, ?)",
+                                 (user_id, json.dumps([float(x) for x in logits]), json.dumps([float(x) for x in weights]),
+                                  total, version, time.time()))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return version
+
+    @staticmethod
+    def _row(row) -> StoredUser:
+        return StoredUser(row[0], json.loads(row[1]), json.loads(row[2]), int(row[3]), int(row[4]), float(row[5]))
+
+    def get(self, user_id: str) -> StoredUser | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def all(self) -> list[StoredUser]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM users ORDER BY rowid").fetchall()
+        return [self._row(r) for r in rows]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,157 @@
+"""In-process checks of the service: micro-batching, the bounded queue, and schema-driven fuzzing (no 5xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from palrm.serve.app import create_app  # noqa: E402
+from palrm.serve.engine import Item, QueueFull, RewardEngine, ServeSettings  # noqa: E402
+from tests.serving.helpers import train_tiny_model  # noqa: E402
+
+PROMPT = "Which pet?"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("inproc") / "model")
+
+
+def _engine(model_dir, tmp_path, **kw) -> RewardEngine:
+    return RewardEngine(model_dir, ServeSettings(store_path=tmp_path / "users.sqlite", **kw))
+
+
+def test_concurrent_requests_share_one_forward(model_dir, tmp_path):
+    engine = _engine(model_dir, tmp_path)
+    requests = [[Item(f"user{i % 8}", None, PROMPT, f"answer {i} {j}") for j in range(1 + i % 3)] for i in range(20)]
+
+    async def run():
+        await engine.start()
+        try:
+            return await asyncio.gather(*(engine.score(r) for r in requests))
+        finally:
+            await engine.stop()
+
+    results = asyncio.run(run())
+    assert engine.batches == 1 and engine.batched_items == sum(map(len, requests))  # 20 requests, one model call
+    for items, got in zip(requests, results):
+        expected = engine.model.reward_batch([it.prompt for it in items], [it.response for it in items],
+                                             user_ids=[it.user_id for it in items])
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_bounded_queue_answers_503(model_dir, tmp_path):
+    engine = _engine(model_dir, tmp_path, queue_items=4, max_items=16)
+    items = [Item("user0", None, PROMPT, f"x{i}") for i in range(5)]
+
+    async def direct():
+        await engine.start()
+        try:
+            with pytest.raises(QueueFull):
+                await engine.score(items)
+            return await engine.score(items[:4])
+        finally:
+            await engine.stop()
+
+    assert len(asyncio.run(direct())) == 4
+    engine = _engine(model_dir, tmp_path, queue_items=4, max_items=16)
+    with TestClient(create_app(engine)) as client:
+        body = {"items": [{"user_id": "user0", "prompt": PROMPT, "response": f"x{i}"} for i in range(5)]}
+        r = client.post("/v1/reward", json=body)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "queue is full" in r.json()["detail"]
+        body["items"] = body["items"][:4]
+        assert client.post("/v1/reward", json=body).status_code == 200
+
+
+def test_unbatched_mode_gives_the_same_rewards(model_dir, tmp_path):
+    body = {"items": [{"user_id": f"user{i}", "prompt": PROMPT, "response": f"I love cats, answer {i}"} for i in range(8)]}
+    out = []
+    for batching in (True, False):
+        with TestClient(create_app(_engine(model_dir, tmp_path / str(batching), batching=batching))) as client:
+            out.append(client.post("/v1/reward", json=body).json()["rewards"])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- fuzzing
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                    max_leaves=12)
+
+
+def from_schema(schema: dict, defs: dict, name: str = "") -> st.SearchStrategy:
+    """Values that (mostly) conform to a JSON schema of the server's OpenAPI document."""
+    if "$ref" in schema:
+        return from_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, name)
+    if "anyOf" in schema:
+        return st.one_of([from_schema(s, defs, name) for s in schema["anyOf"]])
+    kind = schema.get("type")
+    if name == "user_id":
+        return st.sampled_from(["user0", "user3", "ghost"]) | st.text(max_size=12)
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries({k: from_schema(v, defs, k) for k, v in props.items() if k in required},
+                                     optional={k: from_schema(v, defs, k) for k, v in props.items() if k not in required})
+    if kind == "array":
+        return st.lists(from_schema(schema.get("items", {}), defs, name), min_size=schema.get("minItems", 0),
+                        max_size=min(schema.get("maxItems", 5), 5))
+    if kind == "string":
+        if "pattern" in schema:
+            return st.from_regex(schema["pattern"], fullmatch=True).filter(lambda s: len(s) <= 64) | st.text(max_size=10)
+        return st.text(max_size=min(schema.get("maxLength", 40), 40))
+    if kind == "number":
+        return st.floats(-1e6, 1e6) | st.sampled_from([0.0, 1.0, -1.0, 1e308])
+    if kind == "integer":
+        return st.integers(-10, 10**6)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    return JSON
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(model_dir, tmp_path_factory):
+    engine = _engine(model_dir, tmp_path_factory.mktemp("fuzz"), max_items=8, max_pairs=4, max_body_bytes=8192)
+    engine.model.config_.adapt.steps = 20  # keep adapts quick; the contract, not the fit, is under test
+    with TestClient(create_app(engine), raise_server_exceptions=False) as client:
+        yield client
+
+
+def _operations(client):
+    schema = client.get("/openapi.json").json()
+    defs = schema.get("components", {}).get("schemas", {})
+    ops = []
+    for path, methods in schema["paths"].items():
+        for method, op in methods.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            ops.append((path, method, from_schema(body, defs) if body else st.none()))
+    return ops
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_fuzz_openapi_no_5xx(fuzz_client, data):
+    path, method, body_strategy = data.draw(st.sampled_from(_operations(fuzz_client)))
+    path = path.replace("{user_id}", data.draw(st.sampled_from(["user0", "newcomer", "ghost"]) |
+                                                st.from_regex(r"[A-Za-z0-9_.~%-]{1,20}", fullmatch=True)))
+    how = data.draw(st.sampled_from(["schema", "schema", "schema", "json", "bytes"]))
+    if how == "schema":
+        content = json.dumps(data.draw(body_strategy)).encode()
+    elif how == "json":
+        content = json.dumps(data.draw(JSON)).encode()
+    else:
+        content = data.draw(st.binary(max_size=64))
+    r = fuzz_client.request(method.upper(), path, content=content, headers={"content-type": "application/json"})
+    assert r.status_code < 500, (method, path, content[:300], r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert isinstance(r.json()["detail"], str)
