@@ -22,7 +22,6 @@ PROTOTYPE_SPACES = ("input", "latent")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "identity")
 LOSSES = ("bce", "hinge")
 PRIORS = ("none", "gaussian")
-POOLINGS = ("mean", "last")
 AUTO_BOOL = ("auto", "yes", "no")
 PADDING_SIDES = ("auto", "left", "right")
 ADAPT_INITS = ("population", "uniform")
@@ -82,9 +81,7 @@ class EncoderConfig:
 
 @dataclass
 class FinetuneConfig:
-    enabled: bool = _f(False, "Fine-tune the foundation model (encoder.spec must be hf:PATH) jointly with the PAL heads (PAL-Large); false = frozen embeddings (PAL-Tiny).")
-    pooling: str = _f("mean", "Pooling of the backbone's last hidden states: mean (over real tokens) or last (the last real token).")
-    max_length: int = _f(256, "Tokens kept per text (truncated on the right; an appended end-of-text token is kept).")
+    enabled: bool = _f(False, "Fine-tune the foundation model jointly with the PAL heads (PAL-Large); encoder.spec must be hf:PATH[:mean|last[:MAX_TOKENS]] (pooling and token limit come from it). false = frozen embeddings (PAL-Tiny).")
     append_eos: str = _f("auto", "Append the end-of-text token to every text: auto (when pooling=last and the tokenizer does not end texts with eos/sep itself), yes, no.")
     padding_side: str = _f("auto", "Padding side: auto (the tokenizer's own), left or right. Pooling reads the attention mask, so either is correct.")
     backbone_lr: float = _f(2e-5, "AdamW learning rate of the backbone (or its LoRA adapters).")
@@ -212,10 +209,8 @@ class PALConfig:
         positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
         positive(e.batch_size, "encoder.batch_size")
         f, s = self.finetune, self.scale
-        choice(f.pooling, POOLINGS, "finetune.pooling")
         choice(f.append_eos, AUTO_BOOL, "finetune.append_eos")
         choice(f.padding_side, PADDING_SIDES, "finetune.padding_side")
-        positive(f.max_length, "finetune.max_length")
         positive(f.backbone_lr, "finetune.backbone_lr", zero_ok=True)
         positive(f.backbone_weight_decay, "finetune.backbone_weight_decay", zero_ok=True)
         positive(f.warmup_steps, "finetune.warmup_steps", zero_ok=True)
