@@ -43,8 +43,10 @@ class FineTuneModule(nn.Module):
                 p.requires_grad_(False)
         elif cfg.gradient_checkpointing:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5 name
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg.lora and hasattr(base, "enable_input_require_grads"):
                 base.enable_input_require_grads()
         self.backbone = model
