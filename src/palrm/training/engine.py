@@ -185,7 +185,7 @@ def train_stream(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         fwd = DDP(fwd, device_ids=[info.local_rank] if info.device.startswith("cuda") else None,
-                  broadcast_buffers=False, find_unused_parameters=False)
+                  find_unused_parameters=False)
     kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
     log_file = open(log_path, "a") if log_path and info.is_main else None  # noqa: SIM115 - closed in finally
 
