@@ -105,3 +105,31 @@ def test_resume_in_process_is_bit_identical(synthetic, tmp_path, monkeypatch):
     assert [r["val_loss"] for r in h] == [r["val_loss"] for r in h_full]
     for k, v in full.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_memmap_pair_directory_round_trip_and_training(tmp_path):
+    from palrm.data.memmap import MemmapPairWriter, open_memmap_pairs, train_memmap
+    from palrm.errors import DataFormatError
+
+    rng = np.random.default_rng(0)
+    n, users, texts, dim = 3000, 40, 200, 8
+    w = MemmapPairWriter(tmp_path / "d", n_pairs=n, n_users=users, n_texts=texts, dim=dim)
+    emb = rng.normal(size=(texts, dim)).astype(np.float32)
+    w.write_embeddings(0, emb[:150])
+    w.write_embeddings(150, emb[150:])
+    group = np.arange(users) % 2
+    for start in range(0, n, 1000):  # in chunks, as for data larger than memory
+        u = rng.integers(0, users, 1000)
+        a, b = rng.integers(0, texts, 1000), rng.integers(0, texts, 1000)
+        better = np.where(group[u] == 0, emb[a, 0] > emb[b, 0], emb[a, 1] > emb[b, 1])
+        w.write_pairs(start, user=u, prompt=np.full(1000, -1), chosen=np.where(better, a, b), rejected=np.where(better, b, a))
+    with pytest.raises(DataFormatError, match="pairs.json"):
+        open_memmap_pairs(tmp_path / "d")  # incomplete until close()
+    w.close()
+    data = open_memmap_pairs(tmp_path / "d")
+    assert isinstance(data.user, np.memmap) and len(data) == n
+    np.testing.assert_array_equal(data.embeddings, emb)
+    cfg = PALConfig.from_dict({"model": {"kind": "pal-b", "k": 2, "d": 8, "hidden": [16]},
+                               "train": {"epochs": 6, "batch_size": 128, "progress": False, "lr": 3e-3}})
+    net, history = train_memmap(tmp_path / "d", cfg)
+    assert history[-1]["train_loss"] < 0.75 * history[0]["train_loss"]
