@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,17 @@ def _noisy_pairs(path: Path) -> Path:
     return path
 
 
-def _run(args, env, check=True):
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240)
+def _run(args, env, check=True, timeout=240):
+    """Run in a new session; on timeout kill the whole group (torchrun's workers too), then fail."""
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            raise AssertionError(f"{args} timed out after {timeout} s:\n{out}\n{err}") from None
+    proc = subprocess.CompletedProcess(args, p.returncode, out, err)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
