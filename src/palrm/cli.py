@@ -27,6 +27,7 @@ EXIT_ERROR = 2
 COMMAND_MODULES: list[str] = [
     "palrm.export",
     "palrm.serve.cli",
+    "palrm.scale_cli",  # extends `train` (--finetune, --resume, torchrun)
 ]
 
 # CLI shortcut flag -> dotted config key (everything else: --set SECTION.FIELD=VALUE)

@@ -22,6 +22,8 @@ PROTOTYPE_SPACES = ("input", "latent")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "identity")
 LOSSES = ("bce", "hinge")
 PRIORS = ("none", "gaussian")
+AUTO_BOOL = ("auto", "yes", "no")
+PADDING_SIDES = ("auto", "left", "right")
 ADAPT_INITS = ("population", "uniform")
 
 
@@ -78,11 +80,38 @@ class EncoderConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    enabled: bool = _f(False, "Fine-tune the foundation model jointly with the PAL heads (PAL-Large); encoder.spec must be hf:PATH[:mean|last[:MAX_TOKENS]] (pooling and token limit come from it). false = frozen embeddings (PAL-Tiny).")
+    append_eos: str = _f("auto", "Append the end-of-text token to every text: auto (when pooling=last and the tokenizer does not end texts with eos/sep itself), yes, no.")
+    padding_side: str = _f("auto", "Padding side: auto (the tokenizer's own), left or right. Pooling reads the attention mask, so either is correct.")
+    backbone_lr: float = _f(2e-5, "AdamW learning rate of the backbone (or its LoRA adapters).")
+    backbone_weight_decay: float = _f(0.0, "AdamW weight decay of the backbone parameters.")
+    warmup_steps: int = _f(100, "Linear warm-up of the backbone learning rate over this many optimizer steps (0 = none); the heads start at full rate.")
+    freeze_backbone: bool = _f(False, "Keep the backbone fixed (eval mode, no gradients) while still embedding every batch through it.")
+    lora: bool = _f(False, "Train LoRA adapters (peft; pip install 'palrm[peft]') instead of all backbone weights.")
+    lora_r: int = _f(8, "LoRA rank.")
+    lora_alpha: int = _f(16, "LoRA scaling alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: list = _f([], "Module names to adapt, e.g. [q_proj, v_proj]; [] = peft's default for the architecture.")
+    gradient_checkpointing: bool = _f(False, "Recompute backbone activations in the backward pass (less memory, ~30% more compute).")
+    bf16: bool = _f(True, "bfloat16 autocast of the backbone on CUDA (ignored on the CPU).")
+
+
+@dataclass
+class ScaleConfig:
+    grad_accum_steps: int = _f(1, "Split each batch of train.batch_size pairs into this many micro-batches (same update, less memory).")
+    checkpoint_every: int = _f(0, "Write a resumable checkpoint every N optimizer steps (0 = at the end of every epoch only; needs a run directory).")
+    val_batch_size: int = _f(8192, "Pairs per forward pass when computing validation metrics.")
+
+
+@dataclass
 class PALConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -179,10 +208,28 @@ class PALConfig:
         choice(a.prior, PRIORS, "adapt.prior")
         positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
         positive(e.batch_size, "encoder.batch_size")
+        f, s = self.finetune, self.scale
+        choice(f.append_eos, AUTO_BOOL, "finetune.append_eos")
+        choice(f.padding_side, PADDING_SIDES, "finetune.padding_side")
+        positive(f.backbone_lr, "finetune.backbone_lr", zero_ok=True)
+        positive(f.backbone_weight_decay, "finetune.backbone_weight_decay", zero_ok=True)
+        positive(f.warmup_steps, "finetune.warmup_steps", zero_ok=True)
+        positive(f.lora_r, "finetune.lora_r")
+        positive(f.lora_alpha, "finetune.lora_alpha")
+        if not 0.0 <= f.lora_dropout < 1.0:
+            out.append(f"finetune.lora_dropout = {f.lora_dropout!r}: must be in [0, 1)")
+        if f.enabled and not (e.spec.startswith("hf:") or Path(e.spec).expanduser().is_dir()):
+            out.append(f"finetune.enabled needs a transformers backbone: encoder.spec = {e.spec!r}, expected hf:PATH[:mean|last] (a directory written by save_pretrained)")
+        positive(s.grad_accum_steps, "scale.grad_accum_steps")
+        positive(s.checkpoint_every, "scale.checkpoint_every", zero_ok=True)
+        positive(s.val_batch_size, "scale.val_batch_size")
+        if s.grad_accum_steps > t.batch_size:
+            out.append(f"scale.grad_accum_steps = {s.grad_accum_steps}: must be <= train.batch_size ({t.batch_size})")
         return out
 
 
-_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "adapt": AdaptConfig, "encoder": EncoderConfig}
+_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "adapt": AdaptConfig, "encoder": EncoderConfig,
+             "finetune": FinetuneConfig, "scale": ScaleConfig}
 
 _TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), list: (list, tuple)}
 

@@ -32,6 +32,7 @@ from palrm.training import IndexedPairs, LogitPrior, adapt_user_logits, indexed,
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, USERS_FILE = "config.json", "model.safetensors", "users.json"
+BACKBONE_DIR = "backbone"  # fine-tuned models only: save_pretrained of the backbone + tokenizer
 FORMAT_VERSION = 1
 
 PairsLike = PairData | pd.DataFrame | str | os.PathLike
@@ -125,8 +126,19 @@ class PALRewardModel:
         return rows >= 0, rows
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: PairsLike, val: PairsLike | None = None, *, log_path: str | os.PathLike | None = None) -> "PALRewardModel":
-        """Train on every user of `train`; early stopping on `val` loss when given. Returns self."""
+    def fit(self, train: PairsLike, val: PairsLike | None = None, *, log_path: str | os.PathLike | None = None,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> "PALRewardModel":
+        """Train on every user of `train`; early stopping on `val` loss when given. Returns self.
+
+        Fine-tuning (`finetune.enabled`), gradient accumulation, runs under torchrun and runs with a
+        `checkpoint_dir` (resumable checkpoints; `resume=True` continues one) take the streaming
+        loop (palrm.training.scaled); everything else the in-memory `train_net`.
+        """
+        from palrm.training.scaled import fit_scaled, needs_scaled_fit
+
+        self.backbone_ = None
+        if needs_scaled_fit(self._config(), checkpoint_dir):
+            return fit_scaled(self, train, val, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
         self._cfg = self._config()
         cfg = self._cfg
         self.encoder_ = None
@@ -418,6 +430,9 @@ class PALRewardModel:
                 "encoder_identity": None if self.precomputed_ else getattr(self._encoder(), "identity", None),
                 "config": self._cfg.to_dict(),
             }
+            if getattr(self, "backbone_", None) is not None:  # fine-tuned: the backbone travels inside
+                self.backbone_.save(tmp / BACKBONE_DIR)
+                meta["backbone"] = self.backbone_.describe()
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "palrm": __version__})
@@ -465,6 +480,13 @@ class PALRewardModel:
         except Exception as exc:  # safetensors raises its own error types
             raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); re-save the model") from None
         model.net_ = net.to(config.train.device).eval()
+        model.backbone_ = None
+        if meta.get("backbone"):  # a fine-tuned backbone saved inside the model directory
+            from palrm.finetune import BackboneEncoder
+
+            model.backbone_ = BackboneEncoder.load(directory / meta["backbone"].get("path", BACKBONE_DIR),
+                                                   device=config.train.device, bf16=config.finetune.bf16)
+            model.encoder_ = model.backbone_
         return model
 
     def __repr__(self) -> str:

@@ -82,7 +82,15 @@ def train_net(
 
     Returns the per-epoch metrics (also appended as JSON lines to `log_path` when given). The net ends
     with the parameters of the best validation epoch (the last epoch when there is no validation set).
+
+    `table` may instead be a `BatchSource` (training/sources.py: memory-mapped arrays, tokenised text
+    through a backbone, ...): then `train` is ignored, `val` is a BatchSource or None, and the
+    streaming loop of training/engine.py runs (same batches and updates as below for a table source).
     """
+    if not isinstance(table, torch.Tensor):
+        from palrm.training.engine import train_stream
+
+        return train_stream(net, table, val, cfg, param_groups=_param_groups(net, cfg), log_path=log_path)
     if len(train) == 0:
         raise ValueError("no training pairs")
     loss_fn = LOSSES[cfg.loss]

@@ -1,0 +1,128 @@
+"""Pair data larger than memory: index arrays and an embedding table as memory-mapped .npy files.
+
+Layout of a memmap pair directory (written in chunks by `MemmapPairWriter`, read with
+`open_memmap_pairs`):
+
+    pairs.json        {"format", "n_pairs", "n_users", "n_texts", "dim"}; written last, atomically
+    user.npy          (n,) int32/int64 row of the pair's user (0..n_users-1)
+    prompt.npy        (n,) row into embeddings.npy, or -1 for no prompt
+    chosen.npy        (n,) row of the preferred response
+    rejected.npy      (n,) row of the other response
+    embeddings.npy    (n_texts, dim) float32 or float16
+
+Training (`train_memmap`) streams over them with `ArraySource`: each batch reads its own rows, so
+resident memory is bounded by the batch (plus the epoch's permutation, 8 bytes per pair, and the
+model with its optimizer state), not by the data. No pickle: numpy's .npy format with
+allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from palrm.errors import DataFormatError
+
+FORMAT = "palrm-memmap-pairs-v1"
+_COLUMNS = ("user", "prompt", "chosen", "rejected")
+
+
+class MemmapPairWriter:
+    """Create the .npy files at their final size, fill them chunk by chunk, then `close()` writes pairs.json."""
+
+    def __init__(self, directory: str | os.PathLike, *, n_pairs: int, n_users: int, n_texts: int, dim: int,
+                 index_dtype=np.int32, embedding_dtype=np.float32) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "pairs.json").unlink(missing_ok=True)  # incomplete until close()
+        self.meta = {"format": FORMAT, "n_pairs": int(n_pairs), "n_users": int(n_users), "n_texts": int(n_texts), "dim": int(dim)}
+        self.arrays = {c: np.lib.format.open_memmap(self.directory / f"{c}.npy", mode="w+", dtype=index_dtype, shape=(n_pairs,))
+                       for c in _COLUMNS}
+        self.embeddings = np.lib.format.open_memmap(self.directory / "embeddings.npy", mode="w+", dtype=embedding_dtype,
+                                                    shape=(n_texts, dim))
+
+    def write_pairs(self, start: int, **columns: np.ndarray) -> None:
+        for name, values in columns.items():
+            self.arrays[name][start:start + len(values)] = values
+
+    def write_embeddings(self, start: int, vectors: np.ndarray) -> None:
+        self.embeddings[start:start + len(vectors)] = vectors
+
+    def close(self) -> Path:
+        for arr in (*self.arrays.values(), self.embeddings):
+            arr.flush()
+        tmp = self.directory / ".pairs.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2))
+        os.replace(tmp, self.directory / "pairs.json")
+        return self.directory
+
+
+@dataclass
+class MemmapPairs:
+    """Read-only memory maps of a pair directory."""
+
+    directory: Path
+    user: np.ndarray
+    prompt: np.ndarray
+    chosen: np.ndarray
+    rejected: np.ndarray
+    embeddings: np.ndarray
+    n_users: int
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def source(self, device: str = "cpu"):
+        from palrm.training.sources import ArraySource
+
+        return ArraySource(self.user, self.prompt, self.chosen, self.rejected, self.embeddings, device)
+
+
+def open_memmap_pairs(directory: str | os.PathLike) -> MemmapPairs:
+    """Memory-map a directory written by `MemmapPairWriter` (nothing is read into memory yet)."""
+    directory = Path(directory)
+    manifest = directory / "pairs.json"
+    if not manifest.is_file():
+        raise DataFormatError(f"{directory}: no pairs.json; not a complete memmap pair directory (written by "
+                              "palrm.data.memmap.MemmapPairWriter, which writes pairs.json last)")
+    meta = json.loads(manifest.read_text())
+    if meta.get("format") != FORMAT:
+        raise DataFormatError(f"{manifest}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    arrays = {}
+    for name in (*_COLUMNS, "embeddings"):
+        try:
+            arrays[name] = np.load(directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataFormatError(f"{directory / (name + '.npy')}: cannot be memory-mapped ({exc})") from None
+    n = meta["n_pairs"]
+    bad = [c for c in _COLUMNS if arrays[c].shape != (n,)]
+    if bad or arrays["embeddings"].shape != (meta["n_texts"], meta["dim"]):
+        raise DataFormatError(f"{directory}: array shapes do not match pairs.json ({', '.join(bad) or 'embeddings'})")
+    return MemmapPairs(directory, arrays["user"], arrays["prompt"], arrays["chosen"], arrays["rejected"],
+                       arrays["embeddings"], int(meta["n_users"]))
+
+
+def train_memmap(train_dir: str | os.PathLike, config, *, val_dir: str | os.PathLike | None = None,
+                 log_path=None, checkpoint_dir=None, resume: bool = False):
+    """Train a RewardNet on memory-mapped pairs with the streaming loop; returns (net, history).
+
+    Users are the rows 0..n_users-1 of the directory's user array (keep your own id list beside it).
+    """
+    import torch
+
+    from palrm.models import build_net
+    from palrm.training.engine import train_stream
+    from palrm.training.loop import _param_groups
+
+    data = open_memmap_pairs(train_dir)
+    val = open_memmap_pairs(val_dir) if val_dir is not None else None
+    torch.manual_seed(config.train.seed)
+    net = build_net(config.model, int(data.embeddings.shape[1]), data.n_users).to(config.train.device)
+    history = train_stream(net, data.source(config.train.device), val.source(config.train.device) if val else None,
+                           config.train, param_groups=_param_groups(net, config.train), scale=config.scale,
+                           log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
+    return net, history

@@ -1,0 +1,147 @@
+"""`palrm train` at scale: fine-tuning, torchrun data-parallel runs, checkpoints and `--resume RUN_DIR`.
+
+This module extends the existing `train` subcommand (through cli.COMMAND_MODULES) with:
+
+    --finetune                 fine-tune the backbone (finetune.enabled; --encoder hf:DIR[:mean|last])
+    --grad-accum N             micro-batches per optimizer step (scale.grad_accum_steps)
+    --checkpoint-every N       a resumable checkpoint every N optimizer steps (scale.checkpoint_every)
+    --resume RUN_DIR           continue the run in RUN_DIR with its config.yaml and its data arguments
+
+A plain single-process run without these options is the unchanged `palrm train`. Otherwise the run
+is resumable (RUN_DIR/checkpoint/ after every epoch, and every N steps when asked). Under
+`torchrun --nproc_per_node N -m palrm train ...` every rank trains on its share of each batch and
+only rank 0 writes config, log, checkpoints, model and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from palrm import distributed as pdist
+from palrm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+RUN_ARGS = "run_args.json"
+_DATA_ARGS = ("data", "val", "embeddings", "val_frac")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.choices["train"]
+    for action in p._actions:  # --data may come from RUN_DIR/run_args.json with --resume
+        if action.dest == "data":
+            action.required = False
+    g = p.add_argument_group("scale: fine-tuning, data-parallel (torchrun), checkpoints")
+    g.add_argument("--finetune", action="store_true",
+                   help="fine-tune the foundation model with the PAL heads (sets finetune.enabled; needs --encoder hf:DIR)")
+    g.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step (scale.grad_accum_steps)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write RUN_DIR/checkpoint every N optimizer steps (scale.checkpoint_every; always at epoch ends)")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from RUN_DIR/checkpoint with the run's config and data arguments")
+    p.set_defaults(func=cmd_train)
+
+
+def _scaled(args, config) -> bool:
+    from palrm.training.scaled import needs_scaled_fit
+
+    return bool(args.resume or args.checkpoint_every) or needs_scaled_fit(config)
+
+
+def _apply_resume(args) -> None:
+    run_dir = Path(args.resume)
+    saved_path = run_dir / RUN_ARGS
+    if not (run_dir / "config.yaml").is_file() or not saved_path.is_file():
+        raise ConfigError(f"--resume {run_dir}: not a resumable run directory (config.yaml and {RUN_ARGS} are "
+                          "written by palrm train with --checkpoint-every, --finetune or under torchrun)")
+    if args.config or args.set:
+        raise ConfigError("--resume uses the run's own config.yaml; drop --config / --set")
+    saved = json.loads(saved_path.read_text())
+    for key in (*_DATA_ARGS, *[k for k in saved if k.startswith("col_")]):
+        if getattr(args, key, None) in (None, 0.1) and saved.get(key) is not None:
+            setattr(args, key, saved[key])
+    args.config = str(run_dir / "config.yaml")
+    args.output_dir = str(run_dir)
+
+
+def cmd_train(args) -> int:
+    from palrm import cli
+
+    if args.resume:
+        _apply_resume(args)
+    if not args.data:
+        raise ConfigError("give --data FILE (or --resume RUN_DIR to continue a run)")
+    for name, dotted in (("finetune", "finetune.enabled"), ("grad_accum", "scale.grad_accum_steps"),
+                         ("checkpoint_every", "scale.checkpoint_every")):
+        value = getattr(args, name)
+        if value not in (None, False):
+            args.set = [*args.set, f"{dotted}={json.dumps(value)}"]
+    config = cli._build_config(args)
+    if not _scaled(args, config):
+        return cli.cmd_train(args)
+    return _train_scaled(args, config)
+
+
+def _train_scaled(args, config) -> int:
+    from palrm import PALRewardModel
+    from palrm.data.splits import split_pairs
+
+    info = pdist.init_from_env(config.train.device)
+    try:
+        out = Path(args.output_dir)
+        data = cli_load(args)
+        val = cli_load(args, args.val) if args.val else None
+        test = None
+        if val is None:
+            splits = split_pairs(data, val_frac=args.val_frac, test_frac=0.0 if data.split is None else 0.2,
+                                 seed=config.train.seed)
+            data, val = splits.train, splits.validation
+            test = splits.test if len(splits.test) else None
+        log_path = out / "train_log.jsonl"
+        if info.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not args.resume:
+                config.to_yaml(out / "config.yaml")
+                saved = {k: getattr(args, k, None) for k in _DATA_ARGS}
+                saved.update({k: v for k, v in vars(args).items() if k.startswith("col_") and v})
+                (out / RUN_ARGS).write_text(json.dumps(saved, indent=2))
+                log_path.unlink(missing_ok=True)
+        pdist.barrier()
+        if not info.is_main:
+            config.train.progress = False
+        model = PALRewardModel(config).fit(data, val if val is not None and len(val) else None, log_path=log_path,
+                                           checkpoint_dir=out, resume=bool(args.resume))
+        if info.is_main:
+            model.save(out / "model")
+            metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None and len(val) else None}
+            if test is not None:
+                metrics["test"] = model.evaluate(test)
+            for m in metrics.values():
+                if m:
+                    m.pop("per_user", None)
+            metrics["world_size"] = info.world_size
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            from palrm import cli
+
+            if args.json:
+                cli._print_json(metrics)
+            else:
+                print(f"trained {config.model.kind} (K={config.model.k}) on {len(data)} pairs of {len(model.users_)} users; "
+                      f"{len(model.history_)} epochs on {info.world_size} process(es)")
+                for name, m in metrics.items():
+                    if isinstance(m, dict):
+                        print(cli._metrics_line(name, m))
+                print(f"model: {out / 'model'}   log: {log_path}   checkpoint: {out / 'checkpoint'}")
+        pdist.barrier()
+    finally:
+        pdist.shutdown()
+    return 0
+
+
+def cli_load(args, path: str | None = None):
+    from palrm import cli
+
+    return cli._load(args, path)
