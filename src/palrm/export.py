@@ -45,6 +45,9 @@ CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "READ
 __all__ = ["ScalarRewardModel", "export_scalar", "add_parser"]
 
 
+BACKBONE_DIR = "backbone"
+
+
 def _mixture(model, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict]:
     """(weights (K,), description) of whose reward is exported."""
     model._check_fitted()
@@ -149,6 +152,9 @@ def export_scalar(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
+        if getattr(model, "backbone_", None) is not None:  # PAL-Large: the fine-tuned backbone travels inside
+            model.backbone_.save(tmp / BACKBONE_DIR)
+            meta["backbone"] = {**model.backbone_.describe(), "path": BACKBONE_DIR}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         if eval_pairs is not None:
             meta["eval"] = _evaluate_export(tmp, model, eval_pairs, user_id if mixture["source"] == "user" else None)
@@ -286,6 +292,11 @@ class ScalarRewardModel:
             raise ModelFileError(f"{directory / WEIGHTS_FILE} does not match its config.json ({exc})") from None
         model = cls(net.to(device).eval(), weights.to(device), meta, device=device, use_cache=use_cache)
         model.config = config
+        if meta.get("backbone"):  # a fine-tuned backbone (PAL-Large) exported with the heads
+            from palrm.finetune import BackboneEncoder
+
+            model._encoder = BackboneEncoder.load(directory / meta["backbone"].get("path", BACKBONE_DIR), device=device,
+                                                  bf16=config.finetune.bf16)
         return model
 
     @property

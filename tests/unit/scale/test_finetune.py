@@ -133,3 +133,19 @@ def test_finetuning_needs_a_transformers_backbone():
 
     with pytest.raises(ConfigError, match="finetune.enabled needs a transformers backbone"):
         PALConfig.from_dict({"encoder": {"spec": "hashing"}, "finetune": {"enabled": True}})
+
+
+def test_export_carries_the_finetuned_backbone(bert_dir, splits, tmp_path):
+    from palrm.export import ScalarRewardModel, export_scalar
+
+    model = PALRewardModel(_config(f"hf:{bert_dir}:mean")).fit(splits.train, splits.validation)
+    user = splits.train.user_ids[0]
+    out = export_scalar(model, tmp_path / "scalar", user_id=user)
+    assert (out / "backbone" / "model.safetensors").is_file()
+    scalar = ScalarRewardModel.from_pretrained(out)
+    a, b = "I love cats, answer 3", "Dogs are the best, reply 1"
+    rewards = scalar(["Which pet?", "Which pet?"], [a, b])
+    expected = model.reward(user, "Which pet?", [a, b])
+    np.testing.assert_allclose(rewards.numpy(), expected, rtol=1e-4, atol=1e-5)
+    # the reward difference is the source model's preference logit, through the fine-tuned backbone
+    assert float(rewards[0] - rewards[1]) == pytest.approx(expected[0] - expected[1], rel=1e-4, abs=1e-5)
