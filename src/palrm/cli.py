@@ -24,7 +24,7 @@ logger = logging.getLogger("palrm.cli")
 EXIT_ERROR = 2
 
 # Modules that add more subcommands: each defines add_parser(subparsers) and sets `func` defaults.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["palrm.bench.cli"]
 
 # CLI shortcut flag -> dotted config key (everything else: --set SECTION.FIELD=VALUE)
 SHORTCUTS = {
