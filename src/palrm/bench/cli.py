@@ -52,7 +52,7 @@ def cmd_bench(args) -> int:
     results = Path(args.results)
     suites = ["paper", "perf"] if args.suite == "all" else [args.suite]
     say = (lambda m: None) if args.silent else (lambda m: print(m, flush=True))
-    for suite in suites:
+    for suite in [] if args.report_only else suites:
         if suite == "paper":
             from palrm.bench.paper import run_paper
 
@@ -62,7 +62,7 @@ def cmd_bench(args) -> int:
             from palrm.bench.perf import run_perf
 
             run_perf(results / "perf", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder, say=say)
-    if args.docs and profile != "smoke":
+    if args.docs and (profile != "smoke" or args.report_only):
         for path in update_docs(Path(args.docs), results, suites):
             say(f"updated {path}")
     return 0
@@ -102,6 +102,7 @@ def add_parser(subparsers) -> None:
     b.add_argument("--encoder", default="minilm", help="text encoder for Persona (default minilm)")
     b.add_argument("--persona-source", help="the full anthropic-persona folder (default: the shipped subset)")
     b.add_argument("--paircomp-source", help="psychotools CSV folder (default: $PALRM_PAIRCOMP_DIR or ../shared/data/psychotools-paircomp)")
+    b.add_argument("--report-only", action="store_true", help="only regenerate the docs tables from existing RESULTS/<suite>/")
     b.add_argument("--silent", action="store_true", help="no progress lines")
     b.set_defaults(func=cmd_bench)
 

@@ -90,7 +90,8 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
             "prototype_error": synth["mixture"]["prototype_error"]["mean_distance"]},
     }
     plots.accuracy_vs_k({m: synth[m]["accuracy_vs_k"] for m in synth}, out / "accuracy_vs_k_synthetic.png",
-                        title="Synthetic (K*=3): PAL-A test accuracy vs K", ceiling={m: synth[m]["bayes_accuracy"] for m in synth})
+                        title="Synthetic (K*=3): PAL-A test accuracy vs K", ceiling={m: synth[m]["bayes_accuracy"] for m in synth},
+                        ceiling_unseen={m: synth[m]["few_shot"]["bayes_accuracy"] for m in synth})
     plots.few_shot({m: synth[m]["few_shot"] for m in synth}, out / "few_shot_synthetic.png", title="Synthetic: new users")
     weights: dict = {}
     if prof.d2:
@@ -168,12 +169,12 @@ def checks(summary: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _split_unseen(pairs: PairData, unseen: list[str], seed: int):
+def _split_unseen(pairs: PairData, unseen: list[str], seed: int, max_shots: int = max(SHOTS)):
     """(validation users' (shots, test), test users' (shots, test)); users alternate val / test."""
     parts = []
     for users in (unseen[0::2], unseen[1::2]):
         sub = pairs.for_users(users).compact_users()
-        parts.append(few_shot_split(sub, max_shots=max(SHOTS), seed=seed))
+        parts.append(few_shot_split(sub, max_shots=max_shots, seed=seed))
     return parts
 
 
@@ -217,21 +218,23 @@ def _tune_prior(model, val_shots, val_test, kinds, say) -> dict:
     return chosen
 
 
-def _few_shot_block(pal, btl, heads, oracle, unseen, data, seed, priors, say) -> dict:
-    (val_shots, val_test), (shots, test) = _split_unseen(data, unseen, seed)
-    res: dict = {"n_test_users": len(test.users_present()), "n_test_pairs": len(test)}
+def _few_shot_block(pal, btl, heads, oracle, unseen, data, seed, priors, say, max_shots: int = max(SHOTS)) -> dict:
+    (val_shots, val_test), (shots, test) = _split_unseen(data, unseen, seed, max_shots)
+    ns = tuple(n for n in SHOTS if n <= max_shots)
+    res: dict = {"n_test_users": len(test.users_present()), "n_test_pairs": len(test), "max_shots": max_shots}
     res["prior_tuning"] = _tune_prior(pal, val_shots, val_test, priors, say)
-    curves = {"pal MLE": {n: r4(m["accuracy"]) for n, m in _curve(pal, shots, test, prior="none").items()}}
-    log_loss = {"pal MLE": {n: r4(m["log_loss"]) for n, m in _curve(pal, shots, test, prior="none").items()}}
+    mle = _curve(pal, shots, test, ns=ns, prior="none")
+    curves = {"pal MLE": {n: r4(m["accuracy"]) for n, m in mle.items()}}
+    log_loss = {"pal MLE": {n: r4(m["log_loss"]) for n, m in mle.items()}}
     for kind, sel in res["prior_tuning"].items():
-        c = _curve(pal, shots, test, prior=kind, prior_strength=sel["strength"])
+        c = _curve(pal, shots, test, ns=ns, prior=kind, prior_strength=sel["strength"])
         curves[f"pal MAP-{kind}"] = {n: r4(m["accuracy"]) for n, m in c.items()}
         log_loss[f"pal MAP-{kind}"] = {n: r4(m["log_loss"]) for n, m in c.items()}
-    curves["btl"] = _constant_curve(acc(btl, test))
+    curves["btl"] = _constant_curve(acc(btl, test), ns)
     for h in heads:
-        curves[h.name] = _heads_curve(h, shots, test)
+        curves[h.name] = _heads_curve(h, shots, test, ns)
     if oracle is not None:
-        curves["oracle groups"] = _constant_curve(accuracy(oracle.predict_logits(test), test)["accuracy"])
+        curves["oracle groups"] = _constant_curve(accuracy(oracle.predict_logits(test), test)["accuracy"], ns)
     res["accuracy"], res["log_loss"] = curves, log_loss
     res["_test"] = (shots, test)
     return res
@@ -275,7 +278,7 @@ def synthetic_experiment(mode: str, prof: Profile, seed: int) -> dict:
         by_k[k] = pal if k == 3 else fit("pal-a", sp.train, sp.validation, seed=seed, k=k, users=users_mode, **SYNTH_MODEL)[0]
         res["accuracy_vs_k"][str(k)] = {"seen": r4(acc(by_k[k], sp.test))}
     fs = _few_shot_block(pal, btl, heads, oracle if mode == "partition" else None, ds.unseen_users, ds.pairs,
-                         seed, prof.priors, lambda _m: None)
+                         seed, prof.priors, lambda _m: None, max_shots=50)
     shots, test = fs.pop("_test")
     fs["bayes_accuracy"] = r4(ds.bayes_accuracy(test))
     res["few_shot"] = fs

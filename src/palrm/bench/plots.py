@@ -23,7 +23,8 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
-def accuracy_vs_k(series: dict, path: Path, *, title: str, ceiling: dict | None = None, hline: dict | None = None) -> None:
+def accuracy_vs_k(series: dict, path: Path, *, title: str, ceiling: dict | None = None, hline: dict | None = None,
+                  ceiling_unseen: dict | None = None) -> None:
     """series: {label: {K: {"seen": acc, "unseen@10": acc}}}; two panels (seen, unseen@10)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
@@ -33,7 +34,7 @@ def accuracy_vs_k(series: dict, path: Path, *, title: str, ceiling: dict | None 
             vals = [by_k[k].get(key) for k in ks]
             if any(v is not None for v in vals):
                 ax.plot([int(k) for k in ks], vals, "o-", label=label)
-        for label, value in (ceiling or {}).items():
+        for label, value in ((ceiling if key == "seen" else ceiling_unseen) or {}).items():
             ax.axhline(value, ls=":", color="gray")
             ax.text(1, value, f" {label} ceiling {value:.3f}", fontsize=7, va="bottom", color="gray")
         for label, value in (hline or {}).items():
