@@ -28,7 +28,7 @@ from palrm.evaluation.metrics import pair_metrics
 
 logger = logging.getLogger(__name__)
 
-LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+LAMBDAS = (1e-2, 1e-1, 1.0, 10.0)
 
 
 def _pair_diff(pairs: PairData) -> torch.Tensor:

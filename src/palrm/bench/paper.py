@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 SHOTS = (1, 2, 5, 10, 20, 50, 100)
 SUMMARY_SHOTS = ("1", "2", "5", "10", "20", "50")
-PRIOR_STRENGTHS = (0.1, 0.3, 1.0, 3.0)
+PRIOR_STRENGTHS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 # PAL-A for the synthetic ideal-point data: a linear f (the true model is f = identity), prototypes in
 # the input space so that they can be compared with the true ones; the rest chosen on validation loss.
@@ -53,13 +53,14 @@ class Profile:
     paircomp_ks: tuple
     priors: tuple = ("gaussian", "mixture")
     d2: bool = True
+    sweep_users: tuple = ("partition", "mixture")
 
 
 PROFILE = {
     "full": Profile("full", tuple(range(1, 9)), tuple(range(1, 9)), True, (2, 3, 4, 5, 6),
                     ("Topmodel2007", "FirstNames", "GermanParties2009", "SoundQuality"), (1, 2, 3, 4)),
-    "quick": Profile("quick", (1, 2, 3, 4, 5, 6), (1, 2, 3, 4, 5, 6), False, (2, 4),
-                     ("Topmodel2007",), (1, 2, 3, 4)),
+    "quick": Profile("quick", (1, 2, 3, 4, 5), (1, 2, 3, 4, 5), False, (2, 4),
+                     ("Topmodel2007",), (1, 2, 3, 4), sweep_users=("partition",)),
     "smoke": Profile("smoke", (1, 2, 3, 4), (1, 2, 3, 4), False, (), (), (), priors=("mixture",), d2=False),
 }
 
@@ -78,7 +79,9 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
     notes: list[str] = []
 
     say(f"[paper/{profile}] synthetic Gaussian (d=16, K*=3, partition and mixture users)")
+    t0 = time.perf_counter()
     synth = {mode: synthetic_experiment(mode, prof, seed) for mode in ("partition", "mixture")}
+    summary["section_seconds"] = {"synthetic": round(time.perf_counter() - t0, 1)}
     write_json(out / "synthetic.json", synth)
     part = synth["partition"]
     summary["synthetic"] = {
@@ -96,7 +99,9 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
     weights: dict = {}
     if prof.d2:
         say(f"[paper/{profile}] synthetic d=2: learned vs true ideal points")
+        t0 = time.perf_counter()
         d2 = {mode: d2_experiment(mode, seed) for mode in ("partition", "mixture")}
+        summary["section_seconds"]["synthetic_d2"] = round(time.perf_counter() - t0, 1)
         for mode, res in d2.items():
             arrays = res.pop("_arrays")
             plots.ideal_points(arrays, out / f"synthetic_d2_{mode}.png", title=f"d=2, {mode} users")
@@ -106,7 +111,9 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
         write_json(out / "synthetic_d2.json", d2)
 
     say(f"[paper/{profile}] Persona K*=3 (MiniLM embeddings)")
+    t0 = time.perf_counter()
     persona = persona_experiment(prof, seed, encoder, persona_source, out, say)
+    summary["section_seconds"]["persona"] = round(time.perf_counter() - t0, 1)
     weights = {"Persona PAL-B, seen users": persona.pop("_weights"), **weights}
     plots.weight_histograms(weights, out / "mixture_weights.png")
     write_json(out / "persona.json", persona)
@@ -125,7 +132,9 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
 
     if prof.persona_sweep:
         say(f"[paper/{profile}] Persona sweep K* = {', '.join(map(str, prof.persona_sweep))}")
+        t0 = time.perf_counter()
         sweep = persona_sweep(prof, seed, encoder, persona_source)
+        summary["section_seconds"]["persona_sweep"] = round(time.perf_counter() - t0, 1)
         write_json(out / "persona_sweep.json", sweep)
         summary["persona_sweep"] = sweep
 
@@ -134,7 +143,9 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
     src = paircomp_source or default_source()
     if prof.paircomp and src is not None:
         say(f"[paper/{profile}] psychotools paired comparisons ({', '.join(prof.paircomp)})")
+        t0 = time.perf_counter()
         pc = {name: paircomp_experiment(name, src, prof, seed) for name in prof.paircomp}
+        summary["section_seconds"]["paircomp"] = round(time.perf_counter() - t0, 1)
         write_json(out / "paircomp.json", pc)
         summary["paircomp"] = {n: {"btl": v["btl"], "pal_a": v["pal_a"]} for n, v in pc.items()}
         if "Topmodel2007" in pc:
@@ -263,7 +274,7 @@ def synthetic_experiment(mode: str, prof: Profile, seed: int) -> dict:
     res["bayes_accuracy"] = r4(ds.bayes_accuracy(sp.test))
     users_mode = "partition" if mode == "partition" else "mixture"
     pal, secs = fit("pal-a", sp.train, sp.validation, seed=seed, k=3, users=users_mode, **SYNTH_MODEL)
-    res["pal"] = {"accuracy": r4(acc(pal, sp.test)), "seconds": round(secs, 2)}
+    res["pal"] = {"accuracy": r4(acc(pal, sp.test)), "seconds": round(secs, 2), "epochs": len(pal.history_)}
     res["prototype_error"] = _prototype_error(pal.net_.prototypes.detach().numpy(), ds.prototypes)
     btl, _ = fit("btl", sp.train, sp.validation, seed=seed)
     res["btl"] = {"accuracy": r4(acc(btl, sp.test))}
@@ -363,7 +374,7 @@ def persona_experiment(prof: Profile, seed: int, encoder: str, source: str | Non
 def persona_sweep(prof: Profile, seed: int, encoder: str, source: str | None) -> dict:
     out: dict = {}
     for k_star in prof.persona_sweep:
-        for users in ("partition", "mixture"):
+        for users in prof.sweep_users:
             ds, pairs, sp = _persona_data(k_star, users, seed, encoder, source)
             pal, _ = fit("pal-b", sp.train, sp.validation, seed=seed, k=k_star)
             btl, _ = fit("btl", sp.train, sp.validation, seed=seed)
