@@ -63,8 +63,11 @@ def cmd_bench(args) -> int:
 
             run_perf(results / "perf", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder, say=say)
     if args.docs and (profile != "smoke" or args.report_only):
-        for path in update_docs(Path(args.docs), results, suites):
-            say(f"updated {path}")
+        if not Path(args.docs).is_file():
+            say(f"{args.docs} not found (run from the palrm checkout or pass --docs PATH); docs not updated")
+        else:
+            for path in update_docs(Path(args.docs), results, suites):
+                say(f"updated {path}")
     return 0
 
 

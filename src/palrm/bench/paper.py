@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 SHOTS = (1, 2, 5, 10, 20, 50, 100)
 SUMMARY_SHOTS = ("1", "2", "5", "10", "20", "50")
-PRIOR_STRENGTHS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+PRIOR_STRENGTHS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 # PAL-A for the synthetic ideal-point data: a linear f (the true model is f = identity), prototypes in
 # the input space so that they can be compared with the true ones; the rest chosen on validation loss.

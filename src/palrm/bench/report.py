@@ -150,7 +150,7 @@ def perf_markdown(results: Path, img_rel: str) -> str:
     out.append(_table(["model"] + [f"batch {b}" for b in bss], [[k] + [d[b]["pairs_per_s"] for b in bss] for k, d in t["by_kind"].items()]))
     out += ["", "Time to the final validation accuracy (default fit, early stopping on validation loss; within 0.5 point):", ""]
     out.append(_table(["model", "final val acc", "test acc", "epochs run", "s to final", "fit wall s"],
-                      [[k, v["final_val_accuracy"], v["test_accuracy"], v["epochs_run"], v["seconds_to_final"], v["fit_wall_s"]]
+                      [[k, v["final_val_accuracy"], v["test_accuracy"], v["epochs_run"], f"{v['seconds_to_final']:.1f}", f"{v['fit_wall_s']:.1f}"]
                        for k, v in r["time_to_accuracy"].items()]))
     a = r["adapt"]
     out += ["", "New-user adaptation (PAL-B, 300 Adam steps):", ""]
@@ -171,8 +171,19 @@ def perf_markdown(results: Path, img_rel: str) -> str:
     out += ["", "Scale (synthetic d = 16, PAL-A default MLP, K = 3, batch 1024, one epoch, fresh process per row; peak "
             "RSS measured during the fit after resetting the high-water mark):", ""]
     out.append(_table(["users", "pairs/user", "pairs", "epoch s", "pairs/s", "RSS before fit MB", "peak RSS in fit MB"],
-                      [[f"{x['n_users']:,}", x["pairs_per_user"], f"{x['n_pairs']:,}", x["epoch_s"], f"{x['pairs_per_s']:,}",
-                        x["rss_before_fit_mb"], x["peak_rss_during_fit_mb"]] for x in r["scale"]]))
+                      [[f"{x['n_users']:,}", x["pairs_per_user"], f"{x['n_pairs']:,}", f"{x['epoch_s']:.2f}", f"{x['pairs_per_s']:,}",
+                        f"{x['rss_before_fit_mb']:.0f}", f"{x['peak_rss_during_fit_mb']:.0f}"] for x in r["scale"]]))
+    rows = sorted(r["scale"], key=lambda x: x["n_pairs"])
+    if len(rows) >= 2:
+        import numpy as np
+
+        n = np.array([x["n_pairs"] for x in rows], dtype=float)
+        t = np.array([x["epoch_s"] for x in rows], dtype=float)
+        mem = np.array([x["peak_rss_during_fit_mb"] for x in rows], dtype=float)
+        slope = np.polyfit(np.log(n), np.log(t), 1)[0]
+        per_m = np.polyfit(n / 1e6, mem, 1)[0]
+        out += ["", f"Growth over these sizes (least squares): epoch time ~ pairs^{slope:.2f}; peak RSS "
+                f"+{per_m:.0f} MB per million pairs on top of a {mem.min():.0f} MB process at the smallest size."]
     out += ["", f"![throughput and scale]({img_rel}/perf.png)"]
     return "\n".join(out)
 
