@@ -60,7 +60,8 @@ PROFILE = {
     "full": Profile("full", tuple(range(1, 9)), tuple(range(1, 9)), True, (2, 3, 4, 5, 6),
                     ("Topmodel2007", "FirstNames", "GermanParties2009", "SoundQuality"), (1, 2, 3, 4)),
     "quick": Profile("quick", (1, 2, 3, 4, 5), (1, 2, 3, 4, 5), False, (2, 4),
-                     ("Topmodel2007",), (1, 2, 3, 4), sweep_users=("partition",)),
+                     ("Topmodel2007", "FirstNames", "GermanParties2009", "SoundQuality"), (1, 2, 3, 4),
+                     sweep_users=("partition",)),
     "smoke": Profile("smoke", (1, 2, 3, 4), (1, 2, 3, 4), False, (), (), (), priors=("mixture",), d2=False),
 }
 

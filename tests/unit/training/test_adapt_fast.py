@@ -71,3 +71,22 @@ def test_priors_pull_towards_known_users():
     assert mix.penalty(at_mode) < mix.penalty(between)
     assert gauss.penalty(between) < gauss.penalty(at_mode)
     assert fit_prior("none", logits) is None
+
+
+def test_facade_adapts_with_every_prior_and_leaves_shared_weights_alone(synthetic_splits):
+    from palrm import PALRewardModel
+
+    splits, shots, test = synthetic_splits
+    model = PALRewardModel(kind="pal-a", k=3, epochs=3, progress=False).fit(splits.train, splits.validation)
+    shared = {k: v.clone() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits")}
+    for prior in ("none", "gaussian", "mixture"):
+        model.overrides["adapt.prior"] = prior
+        model._cfg = model._config()
+        curve = model.few_shot_curve(shots, test, ns=(1, 5))
+        assert 0.0 <= curve["1"]["accuracy"] <= 1.0
+    model.adapt(shots)
+    for k, v in model.net_.state_dict().items():
+        if k in shared:
+            assert torch.equal(v, shared[k]), k
+    with pytest.raises(Exception, match="prior"):
+        PALRewardModel(kind="pal-a", **{"adapt.prior": "dirichlet"})._config()
