@@ -33,5 +33,10 @@ quickstart: $(STAMP)
 test: $(DEVSTAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# The paper's experiments and the speed / scale benchmarks, reduced profile (docs/benchmarks.md).
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	HF_HUB_OFFLINE=1 $(BIN)/palrm bench --suite all --quick
+
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "palrm.export",
     "palrm.serve.cli",
     "palrm.scale_cli",  # extends `train` (--finetune, --resume, torchrun)
+    "palrm.bench.cli",
 ]
 
 # CLI shortcut flag -> dotted config key (everything else: --set SECTION.FIELD=VALUE)
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", action="store_true", help="re-learn known users from the population instead of their current weights")
     p.add_argument("--steps", type=int, help="optimisation steps (adapt.steps)")
     p.add_argument("--adapt-lr", type=float, help="learning rate (adapt.lr)")
-    p.add_argument("--prior", choices=["none", "gaussian"], help="none = maximum likelihood (paper); gaussian = MAP toward the known users")
+    p.add_argument("--prior", choices=["none", "gaussian", "mixture"], help="none = maximum likelihood (paper); gaussian or mixture = MAP toward the known users")
     p.add_argument("--json", action="store_true", help="print the learned weights as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_adapt)

@@ -21,7 +21,7 @@ USER_MODES = ("mixture", "partition")
 PROTOTYPE_SPACES = ("input", "latent")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "identity")
 LOSSES = ("bce", "hinge")
-PRIORS = ("none", "gaussian")
+PRIORS = ("none", "gaussian", "mixture")
 AUTO_BOOL = ("auto", "yes", "no")
 PADDING_SIDES = ("auto", "left", "right")
 ADAPT_INITS = ("population", "uniform")
@@ -67,7 +67,7 @@ class AdaptConfig:
     steps: int = _f(300, "Optimisation steps when learning a new user's K weights (full batch over all new users).")
     lr: float = _f(0.1, "Adam learning rate of the new users' weight logits.")
     init: str = _f("population", "Starting point of a new user: population (mean logits of the known users) or uniform (all zeros).")
-    prior: str = _f("none", "none = maximum likelihood (the paper's protocol); gaussian = MAP with a Gaussian on the logits fitted to the known users.")
+    prior: str = _f("none", "none = maximum likelihood (the paper's protocol); gaussian = MAP with a Gaussian on the logits fitted to the known users; mixture = MAP with a kernel density over the known users' logits (keeps distinct groups apart).")
     prior_strength: float = _f(1.0, "Weight of the prior term (gaussian prior only); 0 turns it off.")
 
 

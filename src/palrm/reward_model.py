@@ -27,7 +27,7 @@ from palrm.data.schema import PairData
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError, UnknownUserError
 from palrm.evaluation.metrics import pair_metrics
 from palrm.models import RewardNet, build_net
-from palrm.training import IndexedPairs, LogitPrior, adapt_user_logits, indexed, predict_logits, train_net
+from palrm.training import IndexedPairs, adapt_user_logits, fit_prior, indexed, predict_logits, train_net
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class PALRewardModel:
             for u, i in local.items():
                 if u in self.user_index_:
                     init[i] = all_logits[self.user_index_[u]]
-        prior = LogitPrior.fit(all_logits[: len(self.users_)]) if cfg.prior == "gaussian" else None
+        prior = fit_prior(cfg.prior, all_logits[: len(self.users_)])
         return adapt_user_logits(self.net_, table, idx, len(users), cfg, init.to(table.device), prior)
 
     def adapt(self, pairs: PairsLike, *, reset: bool = False) -> "PALRewardModel":

@@ -4,24 +4,41 @@ For each new user u the objective is (divided by the user's pair count n_u so us
 and equally scaled in the batched sum):
 
     L_u(theta_u) = (1/n_u) * sum_{pairs of u} softplus(-z(theta_u))
-                   + (lambda / n_u) * 0.5 * sum_k (theta_uk - mu_k)^2 / sigma_k^2      (prior="gaussian")
+                   + (lambda / n_u) * R(theta_u - mean_k theta_uk)
 
-z is PAL's preference logit with w_u = softmax(theta_u). With prior="none" this is maximum
-likelihood, the paper's protocol. The pair features (f of both responses, the K anchors) are
-computed once under no_grad, so the shared network is never touched and each step costs only a
-weighted sum of K anchors per pair.
+z is PAL's preference logit with w_u = softmax(theta_u). R is the negative log prior density of the
+centred logits, fitted to the known users:
+    prior="none":      R = 0, maximum likelihood (the paper's protocol);
+    prior="gaussian":  R = 0.5 * sum_k (c_k - mu_k)^2 / sigma_k^2      (`LogitPrior`);
+    prior="mixture":   R = -log sum_m exp(-||c - c_m||^2 / (2 h^2))     (`MixturePrior`: a kernel density
+                       over the known users' centred logits c_m, so a population of distinct groups
+                       keeps its modes instead of being pulled to its mean).
+
+The pair features (f of both responses, the K anchors) are computed once under no_grad, so the
+shared network is never touched. For the euclidean link the logit is affine in w:
+
+    z = ||f(r)||^2 - ||f(c)||^2 + sum_k w_k * 2 <anchor_k, f(c) - f(r)>,
+
+so those K + 1 numbers per pair are precomputed too and each step costs O(K) per pair (other links
+use the network's own `logits_from_features`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from palrm.config import AdaptConfig
 from palrm.losses import per_pair_nll
-from palrm.models.base import RewardNet
+from palrm.models.base import PairFeatures, RewardNet
+from palrm.models.links import neg_sq_euclidean
 from palrm.training.loop import IndexedPairs
+
+
+def _centre(logits: torch.Tensor) -> torch.Tensor:
+    return logits - logits.mean(-1, keepdim=True)  # softmax is invariant to a shift of theta
 
 
 @dataclass
@@ -33,9 +50,77 @@ class LogitPrior:
 
     @classmethod
     def fit(cls, logits: torch.Tensor, min_var: float = 1e-2) -> "LogitPrior":
-        centred = logits - logits.mean(-1, keepdim=True)  # softmax is invariant to a shift of theta
+        centred = _centre(logits)
         var = centred.var(0, unbiased=False).clamp(min=min_var) if len(logits) > 1 else torch.ones(logits.shape[1])
         return cls(mean=centred.mean(0), var=var)
+
+    def penalty(self, centred: torch.Tensor) -> torch.Tensor:
+        """Negative log density (up to a constant) of centred logits (U, K) -> (U,)."""
+        return 0.5 * ((centred - self.mean) ** 2 / self.var).sum(-1)
+
+
+@dataclass
+class MixturePrior:
+    """Kernel density over the known users' centred logits: equal-weight isotropic Gaussians of
+    bandwidth h centred on each known user (Scott's rule on the mean per-coordinate variance)."""
+
+    centres: torch.Tensor  # (M, K)
+    bandwidth: float
+
+    @classmethod
+    def fit(cls, logits: torch.Tensor, min_var: float = 1e-2, max_centres: int = 2048) -> "MixturePrior":
+        centred = _centre(logits.detach().float())
+        if len(centred) > max_centres:  # a fixed, evenly spaced subset keeps every step cheap
+            centred = centred[torch.linspace(0, len(centred) - 1, max_centres).long()]
+        m, k = centred.shape
+        var = float(centred.var(0, unbiased=False).mean()) if m > 1 else 1.0
+        h = math.sqrt(max(var, min_var)) * max(m, 1) ** (-1.0 / (k + 4))
+        return cls(centres=centred, bandwidth=h)
+
+    def penalty(self, centred: torch.Tensor) -> torch.Tensor:
+        sq = torch.cdist(centred, self.centres.to(centred)) ** 2  # (U, M)
+        return -torch.logsumexp(-sq / (2 * self.bandwidth**2), -1)
+
+
+def fit_prior(kind: str, logits: torch.Tensor) -> LogitPrior | MixturePrior | None:
+    """The prior named by `AdaptConfig.prior`, fitted to the known users' logits (U, K)."""
+    if kind == "gaussian":
+        return LogitPrior.fit(logits)
+    if kind == "mixture":
+        return MixturePrior.fit(logits)
+    return None
+
+
+def _affine_logit_terms(net: RewardNet, feats: PairFeatures) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(c0 (n,), C (n, K)) with logit = c0 + (w * C).sum(-1), for nets with the euclidean link; else None."""
+    if not net.has_users or getattr(net, "cosine", True) is not None or type(net).link is RewardNet.link:
+        return None
+    probe = feats.chosen[:1]
+    if probe.shape[0] and not torch.equal(net.link(probe, probe), neg_sq_euclidean(probe, probe)):
+        return None
+    diff = feats.chosen - feats.rejected  # (n, d)
+    c0 = (feats.rejected**2).sum(-1) - (feats.chosen**2).sum(-1)  # (n,)
+    coef = 2 * torch.einsum("bkd,bd->bk", feats.anchors.expand(diff.shape[0], -1, -1), diff)  # (n, K)
+    return c0, coef
+
+
+def _pair_features(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs) -> PairFeatures:
+    """`net.pair_features` of the pairs, with f and the anchors run once per distinct table row.
+
+    Pairs share texts (many users compare the same responses), so running the networks on the
+    distinct rows and gathering is exact and much cheaper. Nets that override `pair_features`
+    (BTL) are called directly.
+    """
+    if type(net).pair_features is not RewardNet.pair_features:
+        return net.pair_features(table[pairs.prompt], table[pairs.chosen], table[pairs.rejected])
+    n = len(pairs)
+    rows, inverse = torch.unique(torch.cat([pairs.chosen, pairs.rejected]), return_inverse=True)
+    f = net.embed_response(table[rows])  # (R, d)
+    prompts, p_inverse = torch.unique(pairs.prompt, return_inverse=True)
+    anchors = net.anchors(table[prompts])  # (P, K, d) or (1, K, d)
+    if anchors.shape[0] != 1 or len(prompts) != 1:
+        anchors = anchors[p_inverse] if anchors.shape[0] == len(prompts) else anchors
+    return PairFeatures(chosen=f[inverse[:n]], rejected=f[inverse[n:]], anchors=anchors)
 
 
 def adapt_user_logits(
@@ -45,7 +130,7 @@ def adapt_user_logits(
     n_users: int,
     cfg: AdaptConfig,
     init: torch.Tensor,
-    prior: LogitPrior | None = None,
+    prior: LogitPrior | MixturePrior | None = None,
 ) -> torch.Tensor:
     """Learn logits (n_users, K) for users 0..n_users-1 (`pairs.user` holds these local indices).
 
@@ -54,23 +139,112 @@ def adapt_user_logits(
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        feats = net.pair_features(table[pairs.prompt], table[pairs.chosen], table[pairs.rejected])
+        feats = _pair_features(net, table, pairs)
+        affine = _affine_logit_terms(net, feats)
     net.train(was_training)
     counts = torch.bincount(pairs.user, minlength=n_users).clamp(min=1).to(table.dtype)  # (U,)
     theta = init.detach().clone().to(table.dtype).requires_grad_(True)  # (U, K)
     if not net.has_users or len(pairs) == 0:
         return theta.detach()
+    use_prior = prior is not None and cfg.prior != "none" and cfg.prior_strength > 0
+    if affine is not None:
+        return _adam_affine(affine[0], affine[1], pairs.user, counts, theta.detach(), cfg, prior if use_prior else None)
     opt = torch.optim.Adam([theta], lr=cfg.lr)
-    use_prior = prior is not None and cfg.prior == "gaussian" and cfg.prior_strength > 0
     for _ in range(cfg.steps):
         w = torch.softmax(theta, -1)[pairs.user]  # (n, K): soft weights while learning, as in fit
         nll = per_pair_nll(net.logits_from_features(feats, w))  # (n,)
         per_user = torch.zeros(n_users, dtype=nll.dtype).index_add_(0, pairs.user, nll) / counts  # (U,)
         loss = per_user.sum()
         if use_prior:
-            centred = theta - theta.mean(-1, keepdim=True)
-            loss = loss + (cfg.prior_strength * 0.5 * ((centred - prior.mean) ** 2 / prior.var).sum(-1) / counts).sum()
+            loss = loss + (cfg.prior_strength * prior.penalty(_centre(theta)) / counts).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return theta.detach()
+
+
+@torch.no_grad()
+def _adam_affine(c0, coef, user, counts, theta, cfg: AdaptConfig, prior) -> torch.Tensor:
+    """The same objective and the same Adam updates as the autograd loop, with the gradient written
+    out (logit z = c0 + C w is affine in w), so each step is a handful of small tensor operations.
+
+    d loss / d z_i = -sigmoid(-z_i) / n_u;  d loss / d w_u = sum_i (d loss / d z_i) C_i;
+    d loss / d theta_u = w_u * (g_u - <w_u, g_u>)   (softmax Jacobian);  plus the prior's gradient.
+    Adam exactly as torch.optim.Adam (betas 0.9 / 0.999, eps 1e-8, no weight decay).
+    """
+    n_users, k = theta.shape
+    if n_users == 1:
+        return _adam_affine_one(c0, coef, counts, theta, cfg, prior)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    inv_count = (1.0 / counts)[user]  # (n,)
+    for step in range(1, cfg.steps + 1):
+        w = torch.softmax(theta, -1)  # (U, K)
+        z = c0 + (coef * w[user]).sum(-1)
+        dz = torch.sigmoid(-z).mul_(inv_count).neg_()
+        g = torch.zeros_like(theta).index_add_(0, user, coef * dz[:, None])  # (U, K)
+        grad = w * (g - (w * g).sum(-1, keepdim=True))
+        if prior is not None:
+            grad += _prior_grad(prior, theta) * (cfg.prior_strength / counts)[:, None]
+        m.mul_(b1).add_(grad, alpha=1 - b1)
+        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(eps)
+        theta.addcdiv_(m, denom, value=-cfg.lr / (1 - b1**step))
+    return theta
+
+
+def _adam_affine_one(c0, coef, counts, theta, cfg: AdaptConfig, prior) -> torch.Tensor:
+    """`_adam_affine` for a single user in float64 NumPy: a few microseconds per step instead of
+    tens (torch's per-operation overhead dominates on K + 1 numbers per pair), same updates."""
+    import numpy as np
+
+    c0n, cn = c0.double().numpy(), coef.double().numpy()  # (n,), (n, K)
+    th = theta[0].double().numpy().copy()
+    scale = 1.0 / float(counts[0])
+    m, v = np.zeros_like(th), np.zeros_like(th)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    if isinstance(prior, LogitPrior):
+        p_mean, p_var = prior.mean.double().numpy(), prior.var.double().numpy()
+    elif isinstance(prior, MixturePrior):
+        centres, h2 = prior.centres.double().numpy(), prior.bandwidth**2
+    strength = cfg.prior_strength * scale
+    for step in range(1, cfg.steps + 1):
+        e = np.exp(th - th.max())
+        w = e / e.sum()
+        z = c0n + cn @ w
+        dz = -scale * np.exp(-np.logaddexp(0.0, z))  # -sigmoid(-z) / n
+        g = cn.T @ dz
+        grad = w * (g - w @ g)
+        if prior is not None:
+            c = th - th.mean()
+            if isinstance(prior, LogitPrior):
+                gc = (c - p_mean) / p_var
+            elif isinstance(prior, MixturePrior):
+                logits = -((c - centres) ** 2).sum(1) / (2 * h2)
+                r = np.exp(logits - logits.max())
+                gc = (c - (r / r.sum()) @ centres) / h2
+            else:
+                gc = _prior_grad(prior, torch.from_numpy(th[None]).to(theta.dtype))[0].double().numpy()  # centred
+            grad = grad + strength * (gc - gc.mean())
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        th = th - (cfg.lr / (1 - b1**step)) * m / (np.sqrt(v) / math.sqrt(1 - b2**step) + eps)
+    return torch.from_numpy(th[None]).to(theta.dtype)
+
+
+def _prior_grad(prior, theta: torch.Tensor) -> torch.Tensor:
+    """Gradient of prior.penalty(centre(theta)) with respect to theta (U, K)."""
+    c = _centre(theta)
+    if isinstance(prior, LogitPrior):
+        gc = (c - prior.mean) / prior.var
+    elif isinstance(prior, MixturePrior):
+        h2 = prior.bandwidth**2
+        centres = prior.centres.to(c)
+        r = torch.softmax(-torch.cdist(c, centres) ** 2 / (2 * h2), -1)  # (U, M) responsibilities
+        gc = (c - r @ centres) / h2
+    else:  # any other prior: let autograd differentiate its penalty
+        with torch.enable_grad():
+            t = theta.detach().requires_grad_(True)
+            prior.penalty(_centre(t)).sum().backward()
+        return t.grad
+    return gc - gc.mean(-1, keepdim=True)  # chain rule through the centring

@@ -1,0 +1,5 @@
+import sys
+
+from palrm.bench.cli import main
+
+sys.exit(main())

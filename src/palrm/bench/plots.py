@@ -1,0 +1,117 @@
+"""Figures of the benchmark suites (matplotlib, Agg backend, small PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _plt().close(fig)
+
+
+def accuracy_vs_k(series: dict, path: Path, *, title: str, ceiling: dict | None = None, hline: dict | None = None,
+                  ceiling_unseen: dict | None = None) -> None:
+    """series: {label: {K: {"seen": acc, "unseen@10": acc}}}; two panels (seen, unseen@10)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, key in zip(axes, ("seen", "unseen@10")):
+        for label, by_k in series.items():
+            ks = sorted(by_k, key=int)
+            vals = [by_k[k].get(key) for k in ks]
+            if any(v is not None for v in vals):
+                ax.plot([int(k) for k in ks], vals, "o-", label=label)
+        for label, value in ((ceiling if key == "seen" else ceiling_unseen) or {}).items():
+            ax.axhline(value, ls=":", color="gray")
+            ax.text(1, value, f" {label} ceiling {value:.3f}", fontsize=7, va="bottom", color="gray")
+        for label, value in (hline or {}).items():
+            ax.axhline(value, ls="--", color="tab:red", alpha=0.6)
+            ax.text(1, value, f" {label} {value:.3f}", fontsize=7, va="bottom", color="tab:red")
+        ax.axvline(3, color="k", alpha=0.15)
+        ax.set_xlabel("K (number of prototypes)")
+        ax.set_title("seen users (held-out pairs)" if key == "seen" else "unseen users, 10 shots")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("pairwise accuracy")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def few_shot(blocks: dict, path: Path, *, title: str, rename: tuple | None = None) -> None:
+    """blocks: {panel title: few-shot block with "accuracy" {method: {n: acc}}}."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(blocks), figsize=(5.2 * len(blocks), 3.8), squeeze=False)
+    styles = {"MLE": "o-", "MAP": "^-", "btl": "s--", "heads": "x-.", "oracle": "k:"}
+    for ax, (panel, block) in zip(axes[0], blocks.items()):
+        for method, curve in block["accuracy"].items():
+            style = next((v for k, v in styles.items() if k in method), "o-")
+            label = method.replace(*rename) if rename else method
+            ax.plot([int(n) for n in curve], list(curve.values()), style, label=label, ms=4)
+        if "bayes_accuracy" in block:
+            ax.axhline(block["bayes_accuracy"], color="gray", ls=":", label="Bayes-optimal")
+        ax.set_xscale("log")
+        ax.set_xlabel("adaptation pairs per new user (n)")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def ideal_points(arrays: dict, path: Path, *, title: str) -> None:
+    """d = 2: true vs learned ideal points and prototypes (learned in the true prototypes' order)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
+    colours = np.argmax(arrays["true_weights"], 1)
+    for ax, which in zip(axes, ("true", "learned")):
+        ax.scatter(*arrays["items"].T, s=3, color="lightgray", label="items")
+        ax.scatter(*arrays[f"{which}_ideal"].T, c=colours, cmap="tab10", vmin=0, vmax=9, s=14, alpha=0.8, label="user ideal points")
+        ax.scatter(*arrays[f"{which}_protos"].T, marker="*", s=260, c=range(len(arrays[f"{which}_protos"])), cmap="tab10",
+                   vmin=0, vmax=9, edgecolors="k", label="prototypes")
+        if which == "learned":
+            ax.scatter(*arrays["true_protos"].T, marker="+", s=120, color="k", label="true prototypes")
+        ax.set_title(f"{which}", fontsize=9)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def weight_histograms(weights: dict, path: Path, *, extra: dict | None = None) -> None:
+    """Histograms of the largest mixture weight per user (1 = a pure prototype), one panel per set."""
+    items = dict(weights, **(extra or {}))
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(items), figsize=(4.5 * len(items), 3.2), squeeze=False)
+    for ax, (label, w) in zip(axes[0], items.items()):
+        w = np.asarray(w)
+        k = w.shape[1]
+        ax.hist(w.max(1), bins=np.linspace(1 / k, 1, 21), color="tab:blue", alpha=0.8)
+        ax.set_xlabel("largest mixture weight of a user")
+        ax.set_ylabel("users")
+        ax.set_title(label, fontsize=9)
+    _save(fig, path)
+
+
+def bars(values: dict, path: Path, *, title: str, ylabel: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.bar(list(values), list(values.values()), color="tab:blue")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelsize=7, rotation=20)
+    _save(fig, path)
