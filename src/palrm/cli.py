@@ -166,12 +166,10 @@ def _metrics_line(name: str, m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def cmd_train(args) -> int:
-    from palrm import PALRewardModel
+def train_splits(args, config):
+    """(train, validation or None, test or None) from --data / --val, a split column, or --val-frac."""
     from palrm.data.splits import split_pairs
 
-    config = _build_config(args)
-    out = Path(args.output_dir)
     data = _load(args)
     val = _load(args, args.val) if args.val else None
     test = None
@@ -179,28 +177,43 @@ def cmd_train(args) -> int:
         splits = split_pairs(data, val_frac=args.val_frac, test_frac=0.0 if data.split is None else 0.2, seed=config.train.seed)
         data, val = splits.train, splits.validation
         test = splits.test if len(splits.test) else None
-    out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / "config.yaml")
-    log_path = out / "train_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    model = PALRewardModel(config).fit(data, val if val is not None and len(val) else None, log_path=log_path)
+    return data, (val if val is not None and len(val) else None), test
+
+
+def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, extra: dict | None = None, note: str = "") -> None:
+    """Save the model, write metrics.json and print the summary (or the JSON) of a training run."""
     model.save(out / "model")
-    metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None and len(val) else None}
+    metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None else None}
     if test is not None:
         metrics["test"] = model.evaluate(test)
     for m in metrics.values():
         if m:
             m.pop("per_user", None)
+    metrics.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if args.json:
         _print_json(metrics)
-    else:
-        print(f"trained {config.model.kind} (K={config.model.k}) on {len(data)} pairs of {len(model.users_)} users; "
-              f"{len(model.history_)} epochs")
-        for name, m in metrics.items():
-            if m:
-                print(_metrics_line(name, m))
-        print(f"model: {out / 'model'}   log: {log_path}   metrics: {out / 'metrics.json'}")
+        return
+    print(f"trained {config.model.kind} (K={config.model.k}) on {len(data)} pairs of {len(model.users_)} users; "
+          f"{len(model.history_)} epochs{note}")
+    for name, m in metrics.items():
+        if isinstance(m, dict):
+            print(_metrics_line(name, m))
+    print(f"model: {out / 'model'}   log: {log_path}   metrics: {out / 'metrics.json'}")
+
+
+def cmd_train(args) -> int:
+    from palrm import PALRewardModel
+
+    config = _build_config(args)
+    out = Path(args.output_dir)
+    data, val, test = train_splits(args, config)
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out / "config.yaml")
+    log_path = out / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    model = PALRewardModel(config).fit(data, val, log_path=log_path)
+    finish_run(args, config, model, data, val, test, out, log_path)
     return 0
 
 

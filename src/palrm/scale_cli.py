@@ -86,20 +86,12 @@ def cmd_train(args) -> int:
 
 
 def _train_scaled(args, config) -> int:
-    from palrm import PALRewardModel
-    from palrm.data.splits import split_pairs
+    from palrm import PALRewardModel, cli
 
     info = pdist.init_from_env(config.train.device)
     try:
         out = Path(args.output_dir)
-        data = cli_load(args)
-        val = cli_load(args, args.val) if args.val else None
-        test = None
-        if val is None:
-            splits = split_pairs(data, val_frac=args.val_frac, test_frac=0.0 if data.split is None else 0.2,
-                                 seed=config.train.seed)
-            data, val = splits.train, splits.validation
-            test = splits.test if len(splits.test) else None
+        data, val, test = cli.train_splits(args, config)
         log_path = out / "train_log.jsonl"
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -112,36 +104,11 @@ def _train_scaled(args, config) -> int:
         pdist.barrier()
         if not info.is_main:
             config.train.progress = False
-        model = PALRewardModel(config).fit(data, val if val is not None and len(val) else None, log_path=log_path,
-                                           checkpoint_dir=out, resume=bool(args.resume))
+        model = PALRewardModel(config).fit(data, val, log_path=log_path, checkpoint_dir=out, resume=bool(args.resume))
         if info.is_main:
-            model.save(out / "model")
-            metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None and len(val) else None}
-            if test is not None:
-                metrics["test"] = model.evaluate(test)
-            for m in metrics.values():
-                if m:
-                    m.pop("per_user", None)
-            metrics["world_size"] = info.world_size
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            from palrm import cli
-
-            if args.json:
-                cli._print_json(metrics)
-            else:
-                print(f"trained {config.model.kind} (K={config.model.k}) on {len(data)} pairs of {len(model.users_)} users; "
-                      f"{len(model.history_)} epochs on {info.world_size} process(es)")
-                for name, m in metrics.items():
-                    if isinstance(m, dict):
-                        print(cli._metrics_line(name, m))
-                print(f"model: {out / 'model'}   log: {log_path}   checkpoint: {out / 'checkpoint'}")
+            cli.finish_run(args, config, model, data, val, test, out, log_path, extra={"world_size": info.world_size},
+                           note=f" on {info.world_size} process(es); checkpoint: {out / 'checkpoint'}")
         pdist.barrier()
     finally:
         pdist.shutdown()
     return 0
-
-
-def cli_load(args, path: str | None = None):
-    from palrm import cli
-
-    return cli._load(args, path)
