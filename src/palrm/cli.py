@@ -270,6 +270,20 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def mixture_from_args(args):
+    """Explicit mixture weights from --population / --group K / --weights w1,..,wK (None: use --user)."""
+    if getattr(args, "population", False):
+        return "population"
+    if getattr(args, "group", None) is not None:
+        return f"group:{args.group}"
+    if getattr(args, "weights", None):
+        try:
+            return [float(x) for x in args.weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights {args.weights!r}: expected comma-separated numbers, e.g. 0.5,0.3,0.2") from None
+    return None
+
+
 def cmd_score(args) -> int:
     import pandas as pd
 
@@ -277,16 +291,7 @@ def cmd_score(args) -> int:
 
     model = PALRewardModel.load(args.model)
     model.config_.train.progress = False
-    weights = None
-    if args.population:
-        weights = "population"
-    elif args.group is not None:
-        weights = f"group:{args.group}"
-    elif args.weights:
-        try:
-            weights = [float(x) for x in args.weights.split(",")]
-        except ValueError:
-            raise ConfigError(f"--weights {args.weights!r}: expected comma-separated numbers, e.g. 0.5,0.3,0.2") from None
+    weights = mixture_from_args(args)
     if args.input:
         rows = _read_rows(args.input)
     else:

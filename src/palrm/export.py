@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from palrm import __version__
+from palrm.atomic import atomic_directory
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
 
 logger = logging.getLogger(__name__)
@@ -148,9 +147,9 @@ def export_scalar(
     state = {k: v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits.")}
     state[MIXTURE_KEY] = torch.from_numpy(w.copy())
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    if out_dir.exists() and not (out_dir / CONFIG_FILE).is_file() and any(out_dir.iterdir()):
+        raise PalrmError(f"{out_dir} exists and is not an exported reward model; choose another --output")
+    with atomic_directory(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
         if getattr(model, "backbone_", None) is not None:  # PAL-Large: the fine-tuned backbone travels inside
             model.backbone_.save(tmp / BACKBONE_DIR)
@@ -160,18 +159,6 @@ def export_scalar(
             meta["eval"] = _evaluate_export(tmp, model, eval_pairs, user_id if mixture["source"] == "user" else None)
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         (tmp / CARD_FILE).write_text(_model_card(meta, out_dir.name))
-        if out_dir.exists():
-            if not (out_dir / CONFIG_FILE).is_file() and any(out_dir.iterdir()):
-                raise PalrmError(f"{out_dir} exists and is not an exported reward model; choose another --output")
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -367,16 +354,9 @@ def cmd_export(args) -> int:
     from palrm import PALRewardModel
 
     model = PALRewardModel.load(args.model_dir, device=args.device)
-    weights = None
-    if args.population:
-        weights = "population"
-    elif args.group is not None:
-        weights = f"group:{args.group}"
-    elif args.weights:
-        try:
-            weights = [float(x) for x in args.weights.split(",")]
-        except ValueError:
-            raise ConfigError(f"--weights {args.weights!r}: expected comma-separated numbers, e.g. 0.5,0.3,0.2") from None
+    from palrm.cli import mixture_from_args
+
+    weights = mixture_from_args(args)
     out = export_scalar(model, args.output, user_id=args.user, weights=weights, source=args.model_dir, eval_pairs=args.data)
     meta = json.loads((out / CONFIG_FILE).read_text())
     print(f"exported the reward of {meta['mixture']['description']} to {out} (config.json, model.safetensors, README.md)")

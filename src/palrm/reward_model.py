@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,27 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from palrm import __version__
+from palrm.atomic import atomic_directory
 from palrm.config import PALConfig
 from palrm.data.io import check_embedding_dim, load_pairs
 from palrm.data.schema import PairData
-from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError, UnknownUserError
+from palrm.errors import (
+    ConfigError,
+    DataFormatError,
+    ModelFileError,
+    PalrmError,
+    UnknownUserError,
+)
 from palrm.evaluation.metrics import pair_metrics
 from palrm.models import RewardNet, build_net
-from palrm.training import IndexedPairs, adapt_user_logits, fit_prior, indexed, predict_logits, train_net
+from palrm.training import (
+    IndexedPairs,
+    adapt_user_logits,
+    fit_prior,
+    indexed,
+    predict_logits,
+    train_net,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -417,9 +429,7 @@ class PALRewardModel:
         earlier model in `directory` intact."""
         self._check_fitted()
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             meta = {
                 "format_version": FORMAT_VERSION,
                 "palrm_version": __version__,
@@ -437,16 +447,6 @@ class PALRewardModel:
             state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "palrm": __version__})
             (tmp / USERS_FILE).write_text(json.dumps(self.users_))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     @classmethod

@@ -15,7 +15,6 @@ only rank 0 writes config, log, checkpoints, model and metrics.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path

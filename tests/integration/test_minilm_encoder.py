@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from palrm.encoders import EmbeddingCache, SentenceTransformerEncoder, embed_texts, make_encoder
+from palrm.encoders import (
+    EmbeddingCache,
+    SentenceTransformerEncoder,
+    embed_texts,
+    make_encoder,
+)
 
 SENTENCES = [
     "The cat sat on the mat.",

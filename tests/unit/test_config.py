@@ -1,6 +1,6 @@
 import pytest
 
-from palrm.config import PALConfig, field_help, ModelConfig
+from palrm.config import ModelConfig, PALConfig, field_help
 from palrm.errors import ConfigError
 
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from palrm import PALRewardModel
-from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError, UnknownUserError
+from palrm.errors import (
+    ConfigError,
+    DataFormatError,
+    ModelFileError,
+    PalrmError,
+    UnknownUserError,
+)
 
 FAST = dict(epochs=25, progress=False, seed=0)
 
@@ -180,8 +186,8 @@ def test_unfitted_model_and_bad_inputs():
 
 
 def test_text_data_with_hashing_encoder_end_to_end(tmp_path):
-    from tests.conftest import text_pairs_frame
     from palrm.data import load_pairs, split_pairs
+    from tests.conftest import text_pairs_frame
 
     data = load_pairs(text_pairs_frame())
     splits = split_pairs(data, val_frac=0.1, test_frac=0.2, seed=0)
@@ -197,8 +203,8 @@ def test_text_data_with_hashing_encoder_end_to_end(tmp_path):
 
 
 def test_reward_batch_matches_single_rewards(tmp_path):
-    from tests.conftest import text_pairs_frame
     from palrm.data import load_pairs
+    from tests.conftest import text_pairs_frame
 
     model = PALRewardModel(kind="pal-b", k=2, encoder="hashing", **FAST).fit(load_pairs(text_pairs_frame()))
     cat, dog = "I love cats, answer 3", "Dogs are the best, reply 5"

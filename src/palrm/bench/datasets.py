@@ -140,8 +140,9 @@ def write_dataset(name: str, out: str | Path, options: dict[str, Any], *, seed: 
 
 def _concat(parts):
     """Concatenate PairData parts that share texts and user ids."""
-    import numpy as np
     from dataclasses import replace
+
+    import numpy as np
 
     first = parts[0]
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731

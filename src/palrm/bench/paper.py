@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -411,9 +411,8 @@ def paircomp_experiment(name: str, source, prof: Profile, seed: int) -> dict:
 
 def _covariate_alignment(model, ds) -> dict:
     """Do the users' learned groups (argmax weight, K = 2) line up with gender / age?"""
-    from scipy.stats import chi2_contingency
-
     import pandas as pd
+    from scipy.stats import chi2_contingency
 
     cov = ds.covariates
     users = [u for u in cov.index if u in model.user_index_]

@@ -10,12 +10,27 @@ from palrm.data.io import (
     save_pairs,
 )
 from palrm.data.paircomp import PaircompDataset, build_paircomp
-from palrm.data.persona import PERSONA_PROMPT, PersonaDataset, build_persona, persona_names
-from palrm.data.pickafilter import PickAFilterDataset, build_pickafilter, load_pickapic_embeddings
+from palrm.data.persona import (
+    PERSONA_PROMPT,
+    PersonaDataset,
+    build_persona,
+    persona_names,
+)
+from palrm.data.pickafilter import (
+    PickAFilterDataset,
+    build_pickafilter,
+    load_pickapic_embeddings,
+)
+from palrm.data.schema import NO_PROMPT, SPLITS, PairData
+from palrm.data.splits import (
+    PairSplits,
+    few_shot_split,
+    split_pairs,
+    split_users,
+    take_shots,
+)
 from palrm.data.synthetic import SyntheticDataset, build_synthetic
 from palrm.data.tldr import TLDRDataset, build_tldr
-from palrm.data.schema import NO_PROMPT, SPLITS, PairData
-from palrm.data.splits import PairSplits, few_shot_split, split_pairs, split_users, take_shots
 
 __all__ = [
     "PERSONA_PROMPT",

@@ -18,7 +18,12 @@ from palrm.encoders.base import (
     is_encoder,
     make_encoder,
 )
-from palrm.encoders.cache import EmbeddingCache, default_cache_dir, embed_texts, text_digest
+from palrm.encoders.cache import (
+    EmbeddingCache,
+    default_cache_dir,
+    embed_texts,
+    text_digest,
+)
 from palrm.encoders.hashing import HashingEncoder
 from palrm.encoders.huggingface import HFEncoder, pool_hidden_states
 from palrm.encoders.sentence_transformers import SentenceTransformerEncoder

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from palrm.errors import ConfigError, PalrmError, UnknownUserError
-
 from palrm.serve.store import UserStore, default_store_path, model_fingerprint
 
 logger = logging.getLogger(__name__)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from palrm.atomic import atomic_directory
 from palrm.errors import PalrmError
 
 logger = logging.getLogger(__name__)
@@ -54,8 +53,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, model_state: dict, optimizer:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / CHECKPOINT_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}.tmp-", dir=run_dir))
-    try:
+    with atomic_directory(target, fsync=True) as tmp:  # durable before it becomes visible
         save_file(_tensors(model_state), str(tmp / "model.safetensors"))
         if best_state is not None:
             save_file(_tensors(best_state), str(tmp / "best.safetensors"))
@@ -64,17 +62,6 @@ def save_checkpoint(run_dir: str | os.PathLike, *, model_state: dict, optimizer:
         (tmp / "optimizer.json").write_text(json.dumps(groups))
         save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
-        for f in tmp.iterdir():  # durable before it becomes visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = run_dir / f".{CHECKPOINT_DIR}.old-{os.getpid()}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

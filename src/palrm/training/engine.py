@@ -42,7 +42,12 @@ from palrm import distributed as pdist
 from palrm.config import ScaleConfig, TrainConfig
 from palrm.errors import PalrmError
 from palrm.losses import LOSSES, per_pair_nll
-from palrm.training.checkpoint import find_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from palrm.training.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +25,7 @@ from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.models import build_net
 from palrm.training.engine import train_stream
-from palrm.training.loop import IndexedPairs, _param_groups
+from palrm.training.loop import _param_groups
 from palrm.training.sources import TableSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +122,13 @@ def fit_scaled(model: PALRewardModel, train, val=None, *, log_path=None, checkpo
 
 
 def _fit_finetune(model: PALRewardModel, train: PairData, val: PairData | None, common: dict) -> None:
-    from palrm.finetune import BackboneEncoder, FineTuneModule, TextPairSource, load_transformer, parse_hf_spec
+    from palrm.finetune import (
+        BackboneEncoder,
+        FineTuneModule,
+        TextPairSource,
+        load_transformer,
+        parse_hf_spec,
+    )
 
     cfg = model._cfg
     if model.precomputed_:

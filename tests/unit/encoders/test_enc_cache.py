@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from palrm.encoders import EmbeddingCache, HashingEncoder, default_cache_dir, embed_texts
+from palrm.encoders import (
+    EmbeddingCache,
+    HashingEncoder,
+    default_cache_dir,
+    embed_texts,
+)
 from palrm.errors import PalrmError
 
 TEXTS = [f"response number {i} about topic {i % 7}" for i in range(40)]

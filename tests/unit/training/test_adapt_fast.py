@@ -9,7 +9,13 @@ import torch
 from palrm.config import AdaptConfig, ModelConfig
 from palrm.losses import per_pair_nll
 from palrm.models import build_net
-from palrm.training import LogitPrior, MixturePrior, adapt_user_logits, fit_prior, indexed
+from palrm.training import (
+    LogitPrior,
+    MixturePrior,
+    adapt_user_logits,
+    fit_prior,
+    indexed,
+)
 from palrm.training.adapt import _centre
 
 
