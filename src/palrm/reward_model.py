@@ -185,6 +185,30 @@ class PALRewardModel:
         self.history_ = train_net(self.net_, table, train_idx, val_idx, cfg.train, log_path=log_path)
         return self
 
+    def fit_memmap(self, train_dir: str | os.PathLike, val_dir: str | os.PathLike | None = None, *,
+                   log_path: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                   resume: bool = False) -> "PALRewardModel":
+        """Train on a memory-mapped pair directory (palrm.data.memmap) larger than memory. Returns self.
+
+        Training streams over the arrays batch by batch; the model then holds precomputed-embedding
+        inputs (score with `reward_embeddings`), its users named by the directory's users.json.
+        """
+        from palrm.data.memmap import open_memmap_pairs, train_memmap
+
+        self._cfg = self._config()
+        self.encoder_, self.backbone_ = None, None
+        data = open_memmap_pairs(train_dir)
+        if val_dir is not None and open_memmap_pairs(val_dir).user_ids != data.user_ids:
+            raise DataFormatError(f"{val_dir}: its users.json differs from {train_dir}'s; a validation directory must "
+                                  "index the same user table")
+        self.net_, self.history_ = train_memmap(train_dir, self._cfg, val_dir=val_dir, log_path=log_path,
+                                                checkpoint_dir=checkpoint_dir, resume=resume)
+        self.input_dim_ = int(data.embeddings.shape[1])
+        self.precomputed_ = True
+        self.users_ = list(data.user_ids)
+        self.user_index_ = {u: i for i, u in enumerate(self.users_)}
+        return self
+
     def _check_fitted(self) -> None:
         if getattr(self, "net_", None) is None:
             raise PalrmError("this PALRewardModel is not fitted yet: call fit(train) or PALRewardModel.load(dir) first")

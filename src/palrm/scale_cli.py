@@ -25,7 +25,7 @@ from palrm.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 RUN_ARGS = "run_args.json"
-_DATA_ARGS = ("data", "val", "embeddings", "val_frac")
+_DATA_ARGS = ("data", "val", "embeddings", "val_frac", "memmap", "val_memmap")
 
 
 def add_parser(subparsers) -> None:
@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step (scale.grad_accum_steps)")
     g.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="write RUN_DIR/checkpoint every N optimizer steps (scale.checkpoint_every; always at epoch ends)")
+    g.add_argument("--memmap", metavar="DIR",
+                   help="train on a memory-mapped pair directory larger than memory (palrm.data.memmap) instead of --data")
+    g.add_argument("--val-memmap", metavar="DIR", help="validation pairs as a memory-mapped directory (same users)")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from RUN_DIR/checkpoint with the run's config and data arguments")
     p.set_defaults(func=cmd_train)
@@ -47,7 +50,7 @@ def add_parser(subparsers) -> None:
 def _scaled(args, config) -> bool:
     from palrm.training.scaled import needs_scaled_fit
 
-    return bool(args.resume or args.checkpoint_every) or needs_scaled_fit(config)
+    return bool(args.resume or args.checkpoint_every or args.memmap) or needs_scaled_fit(config)
 
 
 def _apply_resume(args) -> None:
@@ -71,8 +74,10 @@ def cmd_train(args) -> int:
 
     if args.resume:
         _apply_resume(args)
-    if not args.data:
-        raise ConfigError("give --data FILE (or --resume RUN_DIR to continue a run)")
+    if not args.data and not args.memmap:
+        raise ConfigError("give --data FILE, --memmap DIR, or --resume RUN_DIR to continue a run")
+    if args.data and args.memmap:
+        raise ConfigError("give either --data FILE or --memmap DIR, not both")
     for name, dotted in (("finetune", "finetune.enabled"), ("grad_accum", "scale.grad_accum_steps"),
                          ("checkpoint_every", "scale.checkpoint_every")):
         value = getattr(args, name)
@@ -90,8 +95,10 @@ def _train_scaled(args, config) -> int:
     info = pdist.init_from_env(config.train.device)
     try:
         out = Path(args.output_dir)
-        data, val, test = cli.train_splits(args, config)
         log_path = out / "train_log.jsonl"
+        data = val = test = None
+        if not args.memmap:
+            data, val, test = cli.train_splits(args, config)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             if not args.resume:
@@ -103,6 +110,13 @@ def _train_scaled(args, config) -> int:
         pdist.barrier()
         if not info.is_main:
             config.train.progress = False
+        if args.memmap:
+            model = PALRewardModel(config).fit_memmap(args.memmap, args.val_memmap, log_path=log_path, checkpoint_dir=out,
+                                                      resume=bool(args.resume))
+            if info.is_main:
+                _finish_memmap_run(args, config, model, out, log_path)
+            pdist.barrier()
+            return 0
         model = PALRewardModel(config).fit(data, val, log_path=log_path, checkpoint_dir=out, resume=bool(args.resume))
         if info.is_main:
             cli.finish_run(args, config, model, data, val, test, out, log_path, extra={"world_size": info.world_size},
@@ -111,3 +125,20 @@ def _train_scaled(args, config) -> int:
     finally:
         pdist.shutdown()
     return 0
+
+
+def _finish_memmap_run(args, config, model, out: Path, log_path: Path) -> None:
+    """Save the model and report the last epoch's figures (memmap data is not loaded again for evaluation)."""
+    from palrm import cli
+
+    model.save(out / "model")
+    last = model.history_[-1] if model.history_ else {}
+    metrics = {"history_last_epoch": last, "n_users": len(model.users_), "epochs": len(model.history_)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if args.json:
+        cli._print_json(metrics)
+        return
+    val = f", validation accuracy {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""
+    print(f"trained {config.model.kind} (K={config.model.k}) on memory-mapped pairs of {len(model.users_)} users; "
+          f"{len(model.history_)} epochs, train loss {last.get('train_loss', float('nan')):.4f}{val}")
+    print(f"model: {out / 'model'}   log: {log_path}   checkpoint: {out / 'checkpoint'}")

@@ -4,6 +4,7 @@ Layout of a memmap pair directory (written in chunks by `MemmapPairWriter`, read
 `open_memmap_pairs`):
 
     pairs.json        {"format", "n_pairs", "n_users", "n_texts", "dim"}; written last, atomically
+    users.json        optional: the user ids, row i of the user table = users[i] (else "0".."n_users-1")
     user.npy          (n,) int32/int64 row of the pair's user (0..n_users-1)
     prompt.npy        (n,) row into embeddings.npy, or -1 for no prompt
     chosen.npy        (n,) row of the preferred response
@@ -52,6 +53,14 @@ class MemmapPairWriter:
     def write_embeddings(self, start: int, vectors: np.ndarray) -> None:
         self.embeddings[start:start + len(vectors)] = vectors
 
+    def write_user_ids(self, user_ids) -> None:
+        """Name the users (row i = user_ids[i]); without it they are "0", "1", ..."""
+        ids = [str(u) for u in user_ids]
+        if len(ids) != self.meta["n_users"] or len(set(ids)) != len(ids):
+            raise DataFormatError(f"{self.directory}: expected {self.meta['n_users']} distinct user ids, got {len(ids)} "
+                                  f"({len(set(ids))} distinct)")
+        (self.directory / "users.json").write_text(json.dumps(ids))
+
     def close(self) -> Path:
         for arr in (*self.arrays.values(), self.embeddings):
             arr.flush()
@@ -72,6 +81,7 @@ class MemmapPairs:
     rejected: np.ndarray
     embeddings: np.ndarray
     n_users: int
+    user_ids: list[str]
 
     def __len__(self) -> int:
         return len(self.user)
@@ -102,15 +112,20 @@ def open_memmap_pairs(directory: str | os.PathLike) -> MemmapPairs:
     bad = [c for c in _COLUMNS if arrays[c].shape != (n,)]
     if bad or arrays["embeddings"].shape != (meta["n_texts"], meta["dim"]):
         raise DataFormatError(f"{directory}: array shapes do not match pairs.json ({', '.join(bad) or 'embeddings'})")
+    users_file = directory / "users.json"
+    user_ids = json.loads(users_file.read_text()) if users_file.is_file() else [str(i) for i in range(meta["n_users"])]
+    if len(user_ids) != meta["n_users"]:
+        raise DataFormatError(f"{users_file}: {len(user_ids)} ids for {meta['n_users']} users")
     return MemmapPairs(directory, arrays["user"], arrays["prompt"], arrays["chosen"], arrays["rejected"],
-                       arrays["embeddings"], int(meta["n_users"]))
+                       arrays["embeddings"], int(meta["n_users"]), [str(u) for u in user_ids])
 
 
 def train_memmap(train_dir: str | os.PathLike, config, *, val_dir: str | os.PathLike | None = None,
                  log_path=None, checkpoint_dir=None, resume: bool = False):
     """Train a RewardNet on memory-mapped pairs with the streaming loop; returns (net, history).
 
-    Users are the rows 0..n_users-1 of the directory's user array (keep your own id list beside it).
+    Users are the rows 0..n_users-1 of the directory's user array (named by users.json when present).
+    `PALRewardModel.fit_memmap` wraps this and gives a model that can be saved, adapted and served.
     """
     import torch
 
