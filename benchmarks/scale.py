@@ -125,6 +125,8 @@ def main() -> None:
         print(json.dumps(train_child(d, int(bs), int(steps), int(th))))
         return
     rows = []
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for spec in args.sizes.split(","):
             users, pairs = (int(x) for x in spec.split(":"))
