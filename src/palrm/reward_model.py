@@ -357,7 +357,8 @@ class PALRewardModel:
                 sub = take_shots(shots, n).for_users(users).compact_users()
                 if len(sub):
                     learned = self._adapt_logits(sub, shots_table, sub.user_ids, init_from_current=False)
-                    rows = torch.tensor([users.index(u) for u in sub.user_ids], device=theta.device)
+                    position = {u: i for i, u in enumerate(users)}
+                    rows = torch.tensor([position[u] for u in sub.user_ids], device=theta.device)
                     theta[rows] = learned
             with torch.no_grad():
                 self.net_.eval()
@@ -411,16 +412,17 @@ class PALRewardModel:
         pos = {t: i for i, t in enumerate(texts)}
         table = torch.from_numpy(self._embed_texts(texts)).to(self._cfg.train.device)  # (T, D)
         dev = table.device
-        w = torch.empty(n, self.net_.k, device=dev)
-        for i in range(n):
-            wi = None if weights is None else weights[i]
-            if wi is not None:
-                w[i] = self._resolve_weights(wi)
-            elif not self.net_.has_users:
-                w[i] = 1.0
-            else:
-                uid = None if user_ids is None else user_ids[i]
-                w[i] = self.net_.user_weights(torch.tensor([self._user_row(uid)], device=dev))[0].detach()
+        self.net_.eval()  # partition users are scored with their argmax prototype
+        w = torch.ones(n, self.net_.k, device=dev)  # BTL ignores the weights
+        explicit = [i for i in range(n) if weights is not None and weights[i] is not None]
+        for i in explicit:
+            w[i] = self._resolve_weights(weights[i])
+        if self.net_.has_users:
+            by_user = sorted(set(range(n)) - set(explicit))
+            if by_user:
+                rows = [self._user_row(None if user_ids is None else user_ids[i]) for i in by_user]
+                with torch.no_grad():  # one lookup for all items scored for known users
+                    w[by_user] = self.net_.user_weights(torch.tensor(rows, device=dev))
         p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=dev)
         x_idx = torch.tensor([pos[x] for x in responses], device=dev)
         with torch.no_grad():
