@@ -6,7 +6,7 @@ import pytest
 
 from palrm.cli import main
 
-COMMANDS = ["train", "evaluate", "adapt", "score", "quickstart"]
+COMMANDS = ["train", "evaluate", "adapt", "score", "quickstart", "export", "serve", "data", "bench"]
 FAST = ["--encoder", "hashing", "--epochs", "15", "--no-progress", "--k", "2"]
 
 
