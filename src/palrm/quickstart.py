@@ -107,6 +107,9 @@ def _plot(results: dict, path: Path) -> None:
         ax.axhline(results["seen"][name]["accuracy"], ls=":", color=ax.lines[-1].get_color(), alpha=0.7,
                    label=f"{name.upper()} seen users")
     ax.set_xscale("log")
+    shots = [int(n) for n in results["unseen"]["pal"]]
+    ax.set_xticks(shots, [str(n) for n in shots])
+    ax.minorticks_off()
     ax.set_xlabel("adaptation pairs per new user")
     ax.set_ylabel("held-out pairwise accuracy")
     ax.set_title("Persona (K*=3): few-shot onboarding of unseen users")
