@@ -251,6 +251,13 @@ def cmd_adapt(args) -> int:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     config.train.progress = not args.no_progress
     data = _load(args)
+    held_out = None
+    if data.split is not None:  # a split column: adapt on the non-test rows, report accuracy on the test rows
+        is_test = data.split == "test"
+        held_out = data.select(is_test) if is_test.any() else None
+        data = data.select(~is_test)
+        if len(data) == 0:
+            raise ConfigError(f"{args.data}: every row has split=test; nothing is left to adapt on")
     before = set(model.users_)
     model.adapt(data, reset=args.reset)
     target = Path(args.output or args.model)
@@ -258,15 +265,20 @@ def cmd_adapt(args) -> int:
     users = data.users_present()
     result = {
         "model": str(target),
+        "n_pairs": len(data),
         "new_users": [u for u in users if u not in before],
         "updated_users": [u for u in users if u in before],
         "weights": {u: [round(float(x), 6) for x in model.user_weights(u)] for u in users[:1000]},
     }
+    if held_out is not None:
+        result["held_out"] = {k: v for k, v in model.evaluate(held_out).items() if k != "per_user"}
     if args.json:
         _print_json(result)
     else:
         print(f"adapted {len(users)} users ({len(result['new_users'])} new, {len(result['updated_users'])} updated) "
               f"on {len(data)} pairs; model saved to {target}")
+        if held_out is not None:
+            print(_metrics_line("held out", result["held_out"]) + "  (rows with split=test, not used to adapt)")
     return 0
 
 

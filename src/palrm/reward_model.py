@@ -119,7 +119,7 @@ class PALRewardModel:
         else:
             if getattr(self, "precomputed_", False):
                 raise DataFormatError(f"{data.source}: this model was trained on precomputed embeddings, these pairs have "
-                                      "texts; pass pairs with embeddings (load_pairs(..., embeddings=FILE))")
+                                      "texts; pass pairs with embeddings (CLI: --embeddings FILE; Python: load_pairs(..., embeddings=FILE))")
             vectors = self._embed_texts(data.texts, progress=self._cfg.train.progress)
             if getattr(self, "input_dim_", None) is not None:
                 check_embedding_dim(vectors, self.input_dim_, "this model")

@@ -123,3 +123,21 @@ def test_quickstart_small_with_hashing_encoder(tmp_path, capsys):
     assert results["seen"]["pal"]["accuracy"] > results["seen"]["btl"]["accuracy"]
     assert (out / "few_shot.png").stat().st_size > 1000
     assert "PAL" in capsys.readouterr().out
+
+
+def test_adapt_honours_a_split_column(trained, tmp_path, capsys):
+    from tests.conftest import text_pairs_frame
+
+    new = text_pairs_frame(n_users=2, pairs_per_user=10, seed=2)
+    new["user_id"] = new["user_id"].map({"user0": "carol", "user1": "dave"})
+    new["split"] = ["train"] * 4 + ["test"] * 6 + ["train"] * 4 + ["test"] * 6
+    path = tmp_path / "new.jsonl"
+    new.to_json(path, orient="records", lines=True)
+    assert main(["adapt", "--model", str(trained / "model"), "--data", str(path), "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_pairs"] == 8  # only the split=train rows were used to adapt
+    assert out["held_out"]["n_pairs"] == 12 and out["held_out"]["accuracy"] > 0.9
+    new["split"] = "test"
+    new.to_json(path, orient="records", lines=True)
+    assert main(["adapt", "--model", str(trained / "model"), "--data", str(path)]) == 2
+    assert "nothing is left to adapt on" in capsys.readouterr().err
