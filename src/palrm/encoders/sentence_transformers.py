@@ -7,6 +7,7 @@ non-default model), so building the encoder is cheap and its ``identity`` is kno
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -110,7 +111,8 @@ class SentenceTransformerEncoder:
         source = str(_default_model_path()) if self._source is None else self._source
         logger.info("loading sentence-transformers model %s on %s", source, self.device)
         try:
-            self._model = SentenceTransformer(source, device=self.device, local_files_only=self._local)
+            with _quiet_weight_loading():
+                self._model = SentenceTransformer(source, device=self.device, local_files_only=self._local)
         except Exception as err:
             if self._local:
                 raise ConfigError(
@@ -167,3 +169,20 @@ class SentenceTransformerEncoder:
     def __repr__(self) -> str:
         model = DEFAULT_MODEL_NAME if self._source is None else self._source
         return f"SentenceTransformerEncoder(model={model!r}, device={self.device!r}, normalize={self.normalize})"
+
+
+@contextlib.contextmanager
+def _quiet_weight_loading():
+    """Hide transformers' per-tensor "Loading weights" bar while a model loads (restored afterwards)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
