@@ -151,39 +151,58 @@ class PALRewardModel:
         self.backbone_ = None
         if needs_scaled_fit(self._config(), checkpoint_dir):
             return fit_scaled(self, train, val, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
-        self._cfg = self._config()
-        cfg = self._cfg
+        self._cfg = cfg = self._config()
+        train, val = self._begin_fit(train, val)
+        table, train_idx, val_part = self._init_net(train, val)
+        val_idx = None
+        if val_part is not None:
+            val_table, val_idx = val_part
+            if val_table is not table:  # one table for both: the validation rows after the training rows
+                offset = table.shape[0]
+                table = torch.cat([table, val_table], 0)
+                val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
+        self.history_ = train_net(self.net_, table, train_idx, val_idx, cfg.train, log_path=log_path)
+        return self
+
+    def _begin_fit(self, train: PairsLike, val: PairsLike | None) -> tuple[PairData, PairData | None]:
+        """Coerce the data and reset the learned state every fit path shares (users = train's users)."""
         self.encoder_ = None
         train = self._as_pairs(train, "train")
         if len(train) == 0:
             raise DataFormatError(f"{train.source}: no training pairs")
         val = self._as_pairs(val, "val") if val is not None else None
+        if val is not None and len(val) == 0:
+            val = None
         self.input_dim_ = None
         self.precomputed_ = train.embeddings is not None
-        table = self._table(train)
-        self.input_dim_ = int(table.shape[1])
         self.users_ = train.users_present()
         self.user_index_ = {u: i for i, u in enumerate(self.users_)}
+        return train, val
+
+    def _init_net(self, train: PairData, val: PairData | None):
+        """Embed, build the seeded network and index the pairs of a frozen-embedding fit.
+
+        Returns (table, train pairs, (validation table, validation pairs) or None); the validation
+        table is `table` itself when both share their texts. Validation pairs of users absent from
+        `train` are left out (with a warning): early stopping must not score them with a default.
+        """
+        cfg = self._cfg
+        table = self._table(train)
+        self.input_dim_ = int(table.shape[1])
         torch.manual_seed(cfg.train.seed)
         self.net_: RewardNet = build_net(cfg.model, self.input_dim_, len(self.users_)).to(cfg.train.device)
         _, rows = self._known_mask(train)
         train_idx = self._indexed(train, rows, len(train.texts))
-        val_idx, val_table = None, table
-        if val is not None and len(val):
-            known, vrows = self._known_mask(val)
-            if not known.all():
-                logger.warning("validation: %d pairs of %d users not in the training data are left out of early stopping",
-                               int((~known).sum()), len(set(val.pair_user_ids[~known])))
-            val_sub = val.select(known)
-            val_table = table if val.texts is train.texts and val.embeddings is train.embeddings else self._table(val_sub)
-            val_idx = self._indexed(val_sub, vrows[known], val_table.shape[0] - 1)
-        if val_idx is not None and val_table is not table:
-            # one table for both: append the validation rows after the training rows
-            offset = table.shape[0]
-            table = torch.cat([table, val_table], 0)
-            val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
-        self.history_ = train_net(self.net_, table, train_idx, val_idx, cfg.train, log_path=log_path)
-        return self
+        if val is None:
+            return table, train_idx, None
+        known, vrows = self._known_mask(val)
+        if not known.all():
+            logger.warning("validation: %d pairs of %d users not in the training data are left out of early stopping",
+                           int((~known).sum()), len(set(val.pair_user_ids[~known])))
+        val_sub = val.select(known)
+        shared = val.texts is train.texts and val.embeddings is train.embeddings
+        val_table = table if shared else self._table(val_sub)
+        return table, train_idx, (val_table, self._indexed(val_sub, vrows[known], val_table.shape[0] - 1))
 
     def fit_memmap(self, train_dir: str | os.PathLike, val_dir: str | os.PathLike | None = None, *,
                    log_path: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None,

@@ -81,17 +81,7 @@ def fit_scaled(model: PALRewardModel, train, val=None, *, log_path=None, checkpo
     model._cfg = cfg = model._config()
     info = pdist.init_from_env(cfg.train.device)
     cfg.train.device = info.device
-    model.encoder_ = None
-    train = model._as_pairs(train, "train")
-    if len(train) == 0:
-        raise DataFormatError(f"{train.source}: no training pairs")
-    val = model._as_pairs(val, "val") if val is not None else None
-    if val is not None and len(val) == 0:
-        val = None
-    model.input_dim_ = None
-    model.precomputed_ = train.embeddings is not None
-    model.users_ = train.users_present()
-    model.user_index_ = {u: i for i, u in enumerate(model.users_)}
+    train, val = model._begin_fit(train, val)
     fingerprint = data_fingerprint(cfg, train, val)
     common = {"scale": cfg.scale, "log_path": log_path, "checkpoint_dir": checkpoint_dir, "resume": resume,
               "info": info, "fingerprint": fingerprint}
@@ -101,21 +91,8 @@ def fit_scaled(model: PALRewardModel, train, val=None, *, log_path=None, checkpo
         return model
 
     _shard_embeddings(model, [train, val], info)
-    table = model._table(train)
-    model.input_dim_ = int(table.shape[1])
-    torch.manual_seed(cfg.train.seed)
-    model.net_ = build_net(cfg.model, model.input_dim_, len(model.users_)).to(cfg.train.device)
-    _, rows = model._known_mask(train)
-    train_idx = model._indexed(train, rows, len(train.texts))
-    val_src = None
-    if val is not None:
-        known, vrows = model._known_mask(val)
-        val_sub = val.select(known)
-        if val.texts is train.texts and val.embeddings is train.embeddings:
-            val_src = TableSource(table, model._indexed(val_sub, vrows[known], table.shape[0] - 1))
-        else:
-            val_table = model._table(val_sub)
-            val_src = TableSource(val_table, model._indexed(val_sub, vrows[known], val_table.shape[0] - 1))
+    table, train_idx, val_part = model._init_net(train, val)
+    val_src = TableSource(*val_part) if val_part is not None else None
     model.history_ = train_stream(model.net_, TableSource(table, train_idx), val_src, cfg.train,
                                   param_groups=_param_groups(model.net_, cfg.train), **common)
     return model
