@@ -431,23 +431,30 @@ class PALRewardModel:
         pos = {t: i for i, t in enumerate(texts)}
         table = torch.from_numpy(self._embed_texts(texts)).to(self._cfg.train.device)  # (T, D)
         dev = table.device
-        self.net_.eval()  # partition users are scored with their argmax prototype
+        w = self._item_weights(n, user_ids, weights)  # (n, K)
+        p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=dev)
+        x_idx = torch.tensor([pos[x] for x in responses], device=dev)
+        with torch.no_grad():
+            p_vec = torch.where((p_idx >= 0)[:, None], table[p_idx.clamp(min=0)], torch.zeros((), device=dev))
+            return self.net_.score(w, p_vec, table[x_idx]).cpu().numpy()
+
+    def _item_weights(self, n: int, user_ids: Sequence[str | None] | None, weights: Sequence[Any] | None) -> torch.Tensor:
+        """Mixture weights (n, K) per item: `weights[i]` when given, else the known user `user_ids[i]`'s.
+
+        Puts the network in eval mode, so partition users are scored with their argmax prototype.
+        """
+        self.net_.eval()
+        dev = self._cfg.train.device
         w = torch.ones(n, self.net_.k, device=dev)  # BTL ignores the weights
         explicit = [i for i in range(n) if weights is not None and weights[i] is not None]
         for i in explicit:
             w[i] = self._resolve_weights(weights[i])
-        if self.net_.has_users:
-            by_user = sorted(set(range(n)) - set(explicit))
-            if by_user:
-                rows = [self._user_row(None if user_ids is None else user_ids[i]) for i in by_user]
-                with torch.no_grad():  # one lookup for all items scored for known users
-                    w[by_user] = self.net_.user_weights(torch.tensor(rows, device=dev))
-        p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=dev)
-        x_idx = torch.tensor([pos[x] for x in responses], device=dev)
-        with torch.no_grad():
-            self.net_.eval()
-            p_vec = torch.where((p_idx >= 0)[:, None], table[p_idx.clamp(min=0)], torch.zeros((), device=dev))
-            return self.net_.score(w, p_vec, table[x_idx]).cpu().numpy()
+        by_user = sorted(set(range(n)) - set(explicit)) if self.net_.has_users else []
+        if by_user:
+            rows = [self._user_row(None if user_ids is None else user_ids[i]) for i in by_user]
+            with torch.no_grad():  # one lookup for all items scored for known users
+                w[by_user] = self.net_.user_weights(torch.tensor(rows, device=dev))
+        return w
 
     def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None) -> list[float]:
         """Rewards from precomputed vectors: prompt (D,) or None, responses (R, D)."""
@@ -456,16 +463,10 @@ class PALRewardModel:
         check_embedding_dim(responses, self.input_dim_, "this model")
         prompt = np.zeros(self.input_dim_, np.float32) if prompt is None else np.asarray(prompt, np.float32).reshape(-1)
         dev = self._cfg.train.device
+        r = len(responses)
+        w = self._item_weights(1, [user_id], None if weights is None else [weights]).expand(r, -1)  # (R, K)
         with torch.no_grad():
-            self.net_.eval()
-            if weights is not None:
-                w = self._resolve_weights(weights)[None]
-            elif not self.net_.has_users:
-                w = torch.ones(1, self.net_.k, device=dev)
-            else:
-                w = self.net_.user_weights(torch.tensor([self._user_row(user_id)], device=dev))
-            r = len(responses)
-            scores = self.net_.score(w.expand(r, -1), torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev))
+            scores = self.net_.score(w, torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev))
         return [float(s) for s in scores.cpu()]
 
     # ------------------------------------------------------------------ persistence
