@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -118,12 +118,14 @@ class PALConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict | None, *, where: str = "config") -> "PALConfig":
-        """Build and validate a config; raise ConfigError listing every problem at once."""
+    def from_dict(cls, raw: dict | None, *, where: str = "config", overrides: Mapping[str, Any] | None = None) -> "PALConfig":
+        """Build and validate a config from sections `raw`, then `overrides` (see `updated`);
+        raise ConfigError listing every problem (of the sections and of the overrides) at once."""
         problems: list[str] = []
         raw = raw or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a mapping of sections (model, train, adapt, encoder), got {type(raw).__name__}")
+        raw = _with_overrides(raw, overrides or {}, problems)
         sections = {}
         for name, section_cls in _SECTIONS.items():
             sections[name] = _build_section(section_cls, raw.get(name, {}), f"{where}: {name}", problems)
@@ -138,15 +140,16 @@ class PALConfig:
         return config
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "PALConfig":
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "PALConfig":
+        """Read a YAML config (sections model, train, ...), then apply `overrides` (see `updated`)."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(raw, where=str(path))
+        return cls.from_dict(raw, where=str(path), overrides=overrides)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -154,19 +157,15 @@ class PALConfig:
             Path(path).write_text(text)
         return text
 
-    def updated(self, overrides: dict[str, Any]) -> "PALConfig":
-        """A new, validated config with dotted-key overrides applied, e.g. {"model.k": 4}."""
-        raw = self.to_dict()
-        problems = []
-        for dotted, value in overrides.items():
-            section, _, key = dotted.partition(".")
-            if section not in raw or not key:
-                problems.append(f"override '{dotted}': expected SECTION.FIELD with SECTION in {', '.join(raw)}")
-                continue
-            raw[section][key] = value
-        if problems:
-            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-        return PALConfig.from_dict(raw)
+    def updated(self, overrides: Mapping[str, Any] | None = None, **named: Any) -> "PALConfig":
+        """A new, validated config with overrides applied; `self` is left unchanged.
+
+        Keys are dotted (``"model.k"``) or plain names of `OVERRIDE_NAMES` (``k``, ``epochs``,
+        ``encoder``, ...), given as a mapping and/or as keywords: ``cfg.updated({"model.k": 4}, epochs=10)``.
+        This is the one override path: the facade's ``PALRewardModel(k=...)``, the CLI's shortcut
+        flags and ``--set SECTION.FIELD=VALUE`` all go through it. Every problem is reported at once.
+        """
+        return PALConfig.from_dict(self.to_dict(), where="config", overrides={**(overrides or {}), **named})
 
     # ---- semantic validation -----------------------------------------------------------------
     def problems(self) -> list[str]:
@@ -230,6 +229,54 @@ class PALConfig:
 
 _SECTIONS = {"model": ModelConfig, "train": TrainConfig, "adapt": AdaptConfig, "encoder": EncoderConfig,
              "finetune": FinetuneConfig, "scale": ScaleConfig}
+
+# Plain override name -> dotted key, the one map behind `PALConfig.updated` (so behind
+# `PALRewardModel(k=4, epochs=10)`, the CLI's shortcut flags and --set). Every field of the model,
+# train, adapt and encoder sections under its own name (the first section wins: `lr` is train.lr,
+# `batch_size` train.batch_size), plus the aliases below.
+OVERRIDE_NAMES: dict[str, str] = {}
+for _section in ("model", "train", "adapt", "encoder"):
+    for _field in dataclasses.fields(_SECTIONS[_section]):
+        OVERRIDE_NAMES.setdefault(_field.name, f"{_section}.{_field.name}")
+OVERRIDE_NAMES.update({
+    "encoder": "encoder.spec",
+    "adapt_lr": "adapt.lr",
+    "adapt_steps": "adapt.steps",
+    "finetune": "finetune.enabled",
+    "grad_accum": "scale.grad_accum_steps",
+    "checkpoint_every": "scale.checkpoint_every",
+})
+
+
+def dotted_key(name: str) -> str:
+    """The dotted config key of an override name: ``"k"`` -> ``"model.k"``; dotted keys pass unchanged."""
+    if "." in name:
+        return name
+    if name not in OVERRIDE_NAMES:
+        raise ConfigError(f"unknown option {name!r}; valid names: {', '.join(sorted(OVERRIDE_NAMES))} (or SECTION.FIELD)")
+    return OVERRIDE_NAMES[name]
+
+
+def _with_overrides(raw: dict, overrides: Mapping[str, Any], problems: list[str]) -> dict:
+    """A copy of the sections `raw` with `overrides` (names or dotted keys) written in; problems are collected."""
+    raw = {name: (dict(section) if isinstance(section, dict) else section) for name, section in raw.items()}
+    for name, value in overrides.items():
+        try:
+            dotted = dotted_key(str(name))
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        section, _, key = dotted.partition(".")
+        if section not in _SECTIONS or not key:
+            problems.append(f"override {dotted!r}: expected SECTION.FIELD with SECTION one of {', '.join(_SECTIONS)}")
+            continue
+        if raw.get(section) is None:
+            raw[section] = {}
+        if not isinstance(raw[section], dict):
+            continue  # reported by from_dict: the section is not a mapping
+        raw[section][key] = value
+    return raw
+
 
 _TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,), list: (list, tuple)}
 

@@ -1,6 +1,6 @@
 """Scalar reward model export: one user's (or one mixture's) PAL reward as a standalone model.
 
-`export_scalar(model, out_dir, user_id=... | weights=...)` (CLI: `palrm export`) writes
+`export_scalar(model, out_dir, user_id=... | weights=...)` (CLI: `palrm export`, in palrm.cli.export) writes
 
     config.json         format marker, the source config, input dimension, encoder spec and identity,
                         the mixture (who this reward is for) and any accuracy figures
@@ -41,7 +41,7 @@ SCALAR_FORMAT_VERSION = 1
 MIXTURE_KEY = "palrm.mixture_weights"
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 
-__all__ = ["ScalarRewardModel", "export_scalar", "add_parser"]
+__all__ = ["ScalarRewardModel", "export_scalar"]
 
 
 BACKBONE_DIR = "backbone"
@@ -147,8 +147,11 @@ def export_scalar(
     state = {k: v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits.")}
     state[MIXTURE_KEY] = torch.from_numpy(w.copy())
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / CONFIG_FILE).is_file() and any(out_dir.iterdir()):
-        raise PalrmError(f"{out_dir} exists and is not an exported reward model; choose another --output")
+    if source_dir is not None and out_dir.resolve() == source_dir.resolve():
+        raise PalrmError(f"{out_dir} is the model being exported; export to another directory (-o)")
+    if out_dir.exists() and not _is_scalar_export(out_dir) and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PalrmError(f"{out_dir} exists and is not an earlier scalar export (left untouched); export to a new or "
+                         "empty directory, or to an earlier `palrm export` output to replace it")
     with atomic_directory(out_dir) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
         if getattr(model, "backbone_", None) is not None:  # PAL-Large: the fine-tuned backbone travels inside
@@ -160,6 +163,14 @@ def export_scalar(
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         (tmp / CARD_FILE).write_text(_model_card(meta, out_dir.name))
     return out_dir
+
+
+def _is_scalar_export(directory: Path) -> bool:
+    """True when `directory` holds an earlier export (config.json with the scalar format marker)."""
+    try:
+        return json.loads((directory / CONFIG_FILE).read_text()).get("format") == SCALAR_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _evaluate_export(directory: Path, model, pairs, user_id: str | None) -> dict:
@@ -348,34 +359,3 @@ class ScalarRewardModel:
         return (f"ScalarRewardModel(kind={self.meta['kind']!r}, encoder={self.meta['encoder']['spec']!r}, "
                 f"for={self.meta['mixture']['description']!r})")
 
-
-# ---------------------------------------------------------------------------------------------- CLI
-def cmd_export(args) -> int:
-    from palrm import PALRewardModel
-
-    model = PALRewardModel.load(args.model_dir, device=args.device)
-    from palrm.cli import mixture_from_args
-
-    weights = mixture_from_args(args)
-    out = export_scalar(model, args.output, user_id=args.user, weights=weights, source=args.model_dir, eval_pairs=args.data)
-    meta = json.loads((out / CONFIG_FILE).read_text())
-    print(f"exported the reward of {meta['mixture']['description']} to {out} (config.json, model.safetensors, README.md)")
-    if meta.get("eval"):
-        print(f"accuracy on {meta['eval']['users']} of {args.data}: {meta['eval']['accuracy']:.4f} ({meta['eval']['n_pairs']} pairs)")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write one user's (or one mixture's) reward as a standalone scalar reward model",
-                              description="Export a scalar reward model: load it with ScalarRewardModel.from_pretrained(DIR).")
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a trained palrm model directory (e.g. runs/quickstart/model)")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", metavar="ID", help="a user the model knows")
-    who.add_argument("--group", type=int, metavar="K", help="prototype K alone (one-hot weights)")
-    who.add_argument("--weights", metavar="W1,...,WK", help="explicit mixture weights (normalised to sum 1)")
-    who.add_argument("--population", action="store_true", help="the mean user's weights")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (replaced atomically)")
-    p.add_argument("--data", metavar="PAIRS", help="optional pair file to measure the exported reward's accuracy on "
-                   "(only the exported user's pairs with --user)")
-    p.add_argument("--device", default=None, help="torch device to load the model on (default: as saved)")
-    p.set_defaults(func=cmd_export)

@@ -81,7 +81,7 @@ class PALRewardModel:
             overrides["encoder"] = getattr(self._encoder_object(), "spec", "custom")
         if not overrides:
             return PALConfig.from_dict(base.to_dict())
-        return base.updated({_dotted(k): v for k, v in overrides.items()})
+        return base.updated(overrides)
 
     @property
     def config_(self) -> PALConfig:
@@ -541,22 +541,3 @@ class PALRewardModel:
         users = f", users={len(self.users_)}" if fitted else ""
         return f"PALRewardModel(kind={cfg.model.kind!r}, k={cfg.model.k}, encoder={cfg.encoder.spec!r}{users}, fitted={fitted})"
 
-
-_SECTION_OF = {}
-for _section, _cls in (("model", "ModelConfig"), ("train", "TrainConfig"), ("adapt", "AdaptConfig"), ("encoder", "EncoderConfig")):
-    import palrm.config as _c
-
-    for _field in getattr(_c, _cls).__dataclass_fields__:
-        _SECTION_OF.setdefault(_field, f"{_section}.{_field}")
-_SECTION_OF["encoder"] = "encoder.spec"
-_SECTION_OF["adapt_lr"] = "adapt.lr"
-_SECTION_OF["adapt_steps"] = "adapt.steps"
-
-
-def _dotted(key: str) -> str:
-    """Map a plain override name (k, epochs, encoder, ...) to its dotted config path."""
-    if "." in key:
-        return key
-    if key not in _SECTION_OF:
-        raise ConfigError(f"unknown option {key!r}; valid names: {', '.join(sorted(_SECTION_OF))} (or SECTION.FIELD)")
-    return _SECTION_OF[key]

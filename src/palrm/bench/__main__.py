@@ -1,5 +1,7 @@
+"""`python -m palrm.bench ...` is the same as `palrm bench ...`."""
+
 import sys
 
-from palrm.bench.cli import main
+from palrm.cli import main
 
-sys.exit(main())
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""`palrm serve MODEL_DIR`: the subcommand (imports FastAPI / uvicorn only when it runs)."""
+"""`palrm serve MODEL_DIR`: the HTTP reward service (imports FastAPI / uvicorn only when it runs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import stat
 import sys
 from pathlib import Path
 
+from palrm.cli.flags import add_device_flag
 from palrm.errors import ConfigError, PalrmError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--max-batch-items", type=int, default=1024, help="items per model forward (default 1024)")
     g.add_argument("--no-batching", action="store_true", help="score each request on its own (no micro-batching)")
     p.add_argument("--embedding-cache", action="store_true", help="also cache embeddings on disk (off: completions are unique)")
-    p.add_argument("--device", default=None, help="torch device (default: as saved)")
+    add_device_flag(p)
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)

@@ -1,0 +1,51 @@
+"""`palrm bench --suite paper|perf|all [--quick]` (also `python -m palrm.bench ...`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    b = subparsers.add_parser("bench", help="the paper's experiments vs baselines (paper) and speed / scale (perf)",
+                              description="Writes RESULTS/<suite>/*.json and PNGs, results/paper/summary.json, and "
+                              "regenerates the marked tables of docs/benchmarks.md.")
+    b.add_argument("--suite", choices=["paper", "perf", "all"], default="all")
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="the reduced run CI may use (< 10 minutes on 2 cores per suite)")
+    g.add_argument("--smoke", action="store_true", help="the smallest run (tests); does not touch the docs")
+    b.add_argument("--results", default="results", help="results root (default: results)")
+    b.add_argument("--docs", default="docs/benchmarks.md", help="markdown file whose marked blocks are regenerated ('' = none)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared small machine)")
+    b.add_argument("--encoder", default="minilm", help="text encoder for Persona (default minilm)")
+    b.add_argument("--persona-source", help="the full anthropic-persona folder (default: the shipped subset)")
+    b.add_argument("--paircomp-source", help="psychotools CSV folder (default: $PALRM_PAIRCOMP_DIR or ../shared/data/psychotools-paircomp)")
+    b.add_argument("--report-only", action="store_true", help="only regenerate the docs tables from existing RESULTS/<suite>/")
+    b.add_argument("--silent", action="store_true", help="no progress lines")
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    from palrm.bench.report import update_docs
+
+    profile = "quick" if args.quick else ("smoke" if args.smoke else "full")
+    results = Path(args.results)
+    suites = ["paper", "perf"] if args.suite == "all" else [args.suite]
+    say = (lambda m: None) if args.silent else (lambda m: print(m, flush=True))
+    for suite in [] if args.report_only else suites:
+        if suite == "paper":
+            from palrm.bench.paper import run_paper
+
+            run_paper(results / "paper", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder,
+                      persona_source=args.persona_source, paircomp_source=args.paircomp_source, say=say)
+        else:
+            from palrm.bench.perf import run_perf
+
+            run_perf(results / "perf", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder, say=say)
+    if args.docs and (profile != "smoke" or args.report_only):
+        if not Path(args.docs).is_file():
+            say(f"{args.docs} not found (run from the palrm checkout or pass --docs PATH); docs not updated")
+        else:
+            for path in update_docs(Path(args.docs), results, suites):
+                say(f"updated {path}")
+    return 0
