@@ -1,21 +1,67 @@
 """Every CLI subcommand, run in-process through palrm.cli.main."""
 
+import hashlib
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from palrm.cli import main
 
 COMMANDS = ["train", "evaluate", "adapt", "score", "quickstart", "export", "serve", "data", "bench"]
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = ["--encoder", "hashing", "--epochs", "15", "--no-progress", "--k", "2"]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_subcommand_answers_help(command, capsys):
+def test_every_command_is_registered_and_answers_help(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([command, "--help"])
+        main(["--help"])
     assert exit_.value.code == 0
-    assert "usage: palrm " + command in capsys.readouterr().out
+    listed = re.findall(r"^    (\w+)", capsys.readouterr().out, flags=re.M)
+    assert listed == COMMANDS  # every command module is registered, in this order, and nothing else
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0, command
+        capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "adapt", "score", "export", "serve"])
+def test_commands_that_load_or_train_a_model_take_device(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--device DEVICE" in capsys.readouterr().out
+
+
+def test_mixture_flags_are_the_same_for_score_and_export(capsys):
+    def who(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        return [" ".join(m) for m in re.findall(r"^\s+(--user ID|--population|--group K|--weights W1,...,WK)\s+(\S.*)$", text, flags=re.M)]
+
+    assert len(who("score")) == 4 and who("score") == who("export")
+
+
+def test_python_dash_m_entry_points_run_the_cli():
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for module, usage in (("palrm", "usage: palrm [-h]"), ("palrm.bench", "usage: palrm bench")):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and usage in out.stdout, (module, out.stderr)
+
+
+def test_argparse_lives_only_in_the_cli_package():
+    package = Path(SRC, "palrm")
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py") if path.relative_to(package).parts[0] != "cli"
+                 and re.search(r"^\s*(import argparse|from argparse )|add_argument\(|\._actions", path.read_text(), flags=re.M)]
+    assert offenders == []
+    cli_sources = "\n".join(p.read_text() for p in Path(SRC, "palrm", "cli").glob("*.py"))
+    assert "._actions" not in cli_sources  # no patching of parser internals
+    assert not re.search(r"^\s*(from|import) palrm\.cli", Path(SRC, "palrm", "export.py").read_text(), flags=re.M)  # no cycle
 
 
 def test_no_command_prints_help(capsys):
@@ -141,3 +187,77 @@ def test_adapt_honours_a_split_column(trained, tmp_path, capsys):
     new.to_json(path, orient="records", lines=True)
     assert main(["adapt", "--model", str(trained / "model"), "--data", str(path)]) == 2
     assert "nothing is left to adapt on" in capsys.readouterr().err
+
+
+def test_train_with_val_never_trains_on_split_test_rows(tmp_path, capsys):
+    # regression (issue 8, defect 4): with --val, the split column of --data was ignored and its
+    # split=test rows were trained on
+    from tests.conftest import text_pairs_frame
+
+    data = text_pairs_frame(n_users=12, pairs_per_user=30, seed=0)
+    data["split"] = (["train"] * 20 + ["test"] * 10) * 12
+    val = text_pairs_frame(n_users=12, pairs_per_user=5, seed=4)
+    val["split"] = "test"  # a split column in the --val file: every row still only validates
+    data.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    val.to_json(tmp_path / "v.jsonl", orient="records", lines=True)
+    assert main(["train", "--data", str(tmp_path / "d.jsonl"), "--val", str(tmp_path / "v.jsonl"), "-o", str(tmp_path / "r"),
+                 "--json", *FAST]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["train"]["n_pairs"] == 240  # the split=train rows only
+    assert metrics["test"]["n_pairs"] == 120  # the split=test rows are reported, not trained on
+    assert metrics["validation"]["n_pairs"] == 60
+
+
+def test_export_never_replaces_a_trained_model(trained, text_pairs_file, tmp_path, capsys):
+    # regression (issue 8, defect 5): `palrm export MODEL_DIR -o MODEL_DIR` replaced the trained model
+    model = trained / "model"
+    digest = lambda d: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())}  # noqa: E731
+    before = digest(model)
+    assert main(["export", str(model), "--user", "user0", "-o", str(model)]) == 2
+    assert "is the model being exported" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"not": "an export"}')
+    assert main(["export", str(model), "--user", "user0", "-o", str(other)]) == 2
+    assert "not an earlier scalar export" in capsys.readouterr().err
+    assert json.loads((other / "config.json").read_text()) == {"not": "an export"}
+    assert digest(model) == before
+    assert main(["evaluate", "--model", str(model), "--data", str(text_pairs_file), "--json"]) == 0
+    capsys.readouterr()
+    rm = tmp_path / "rm"  # an earlier export may be replaced
+    assert main(["export", str(model), "--user", "user0", "-o", str(rm)]) == 0
+    assert main(["export", str(model), "--user", "user1", "-o", str(rm)]) == 0
+    assert json.loads((rm / "config.json").read_text())["mixture"]["user_id"] == "user1"
+
+
+def test_evaluate_adapt_and_score_load_the_model_on_the_given_device(trained, text_pairs_file, tmp_path, monkeypatch, capsys):
+    # issue 8, defect 2 (CLI part): evaluate, adapt and score had no --device
+    from palrm import PALRewardModel
+
+    seen = []
+    real_load = PALRewardModel.load.__func__
+
+    def spy(cls, directory, *, device=None):
+        seen.append(device)
+        return real_load(cls, directory, device=device)
+
+    monkeypatch.setattr(PALRewardModel, "load", classmethod(spy))
+    model = str(trained / "model")
+    assert main(["evaluate", "--model", model, "--data", str(text_pairs_file), "--device", "cpu:0", "--json"]) == 0
+    assert main(["adapt", "--model", model, "--data", str(text_pairs_file), "--device", "cpu:0", "--json",
+                 "--output", str(tmp_path / "adapted"), "--steps", "5", "--no-progress"]) == 0
+    assert main(["score", "--model", model, "--user", "user0", "--response", "x", "--device", "cpu:0"]) == 0
+    assert seen == ["cpu:0"] * 3
+    capsys.readouterr()
+
+
+def test_train_passes_every_shortcut_to_the_config():
+    from palrm.cli import build_parser
+    from palrm.cli.flags import config_from_args
+
+    args = build_parser().parse_args(["train", "--data", "x.jsonl", "--device", "cuda:1", "--k", "5", "--lr", "0.5",
+                                      "--batch-size", "7", "--encoder", "hashing:64", "--grad-accum", "7",
+                                      "--checkpoint-every", "3", "--set", "model.hidden=[8]", "--no-progress"])
+    cfg = config_from_args(args, ("grad_accum", "checkpoint_every"))
+    assert (cfg.train.device, cfg.model.k, cfg.train.lr, cfg.train.batch_size, cfg.encoder.spec) == ("cuda:1", 5, 0.5, 7, "hashing:64")
+    assert (cfg.scale.grad_accum_steps, cfg.scale.checkpoint_every, cfg.model.hidden, cfg.train.progress) == (7, 3, [8], False)

@@ -56,3 +56,44 @@ def test_shipped_presets_are_valid_and_name_their_command():
     for path in presets:
         PALConfig.from_yaml(path)
         assert path.read_text().startswith("# palrm ")
+
+
+def test_updated_reports_every_problem_of_overrides_and_values_at_once():
+    cfg = PALConfig()
+    with pytest.raises(ConfigError) as err:
+        cfg.updated({"kk": 1, "model.k": 0, "train.epochs": "ten", "nosection.x": 1})
+    msg = str(err.value)
+    for needle in ("unknown option 'kk'", "model.k = 0", "train.epochs = 'ten'", "'nosection.x'"):
+        assert needle in msg, needle
+    assert cfg == PALConfig()  # the original is never modified
+
+
+def test_plain_names_and_dotted_keys_are_one_override_path():
+    from palrm.config import OVERRIDE_NAMES, dotted_key
+
+    named = PALConfig().updated(k=4, epochs=10, encoder="hashing", adapt_lr=0.5, steps=7, grad_accum=2)
+    dotted = PALConfig().updated({"model.k": 4, "train.epochs": 10, "encoder.spec": "hashing", "adapt.lr": 0.5,
+                                  "adapt.steps": 7, "scale.grad_accum_steps": 2})
+    assert named == dotted and named.model.k == 4 and named.adapt.lr == 0.5
+    assert dotted_key("lr") == "train.lr" and dotted_key("batch_size") == "train.batch_size"  # the first section wins
+    sections = PALConfig().to_dict()
+    for name, key in OVERRIDE_NAMES.items():  # every name leads to a real field
+        section, _, field_name = key.partition(".")
+        assert field_name in sections[section], name
+
+
+def test_every_cli_shortcut_flag_is_an_override_name():
+    from palrm.cli.flags import SHORTCUTS
+    from palrm.config import OVERRIDE_NAMES
+
+    assert set(SHORTCUTS) <= set(OVERRIDE_NAMES)
+
+
+def test_yaml_then_overrides_report_problems_of_both(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  kind: pal-a\n  k: 0\n")
+    with pytest.raises(ConfigError) as err:
+        PALConfig.from_yaml(path, {"model.d": -1, "train.epoch": 3})
+    assert all(n in str(err.value) for n in ("model.k", "model.d", "train.epoch")), str(err.value)
+    cfg = PALConfig.from_yaml(path, {"k": 2, "epochs": 3})
+    assert (cfg.model.kind, cfg.model.k, cfg.train.epochs) == ("pal-a", 2, 3)

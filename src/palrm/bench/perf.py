@@ -349,14 +349,13 @@ def _perf_plots(res: dict, out: Path) -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="one scale point of the perf suite (used by palrm bench)")
-    parser.add_argument("--scale-point", nargs=2, type=int, metavar=("USERS", "PAIRS_PER_USER"), required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    row = scale_point(*args.scale_point, threads=args.threads, seed=args.seed)
+    """One scale point in its own process (run by `scale` above, not a user command):
+    `python -m palrm.bench.perf --scale-point USERS PAIRS_PER_USER --threads T --seed S`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 7 or argv[0] != "--scale-point" or argv[3] != "--threads" or argv[5] != "--seed":
+        sys.stderr.write("usage: python -m palrm.bench.perf --scale-point USERS PAIRS_PER_USER --threads T --seed S\n")
+        return 2
+    row = scale_point(int(argv[1]), int(argv[2]), threads=int(argv[4]), seed=int(argv[6]))
     sys.stdout.write(json.dumps(row) + "\n")
     return 0
 
