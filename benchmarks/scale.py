@@ -62,8 +62,8 @@ def train_child(directory: str, batch_size: int, max_steps: int, threads: int) -
     from palrm.config import PALConfig
     from palrm.data.memmap import open_memmap_pairs
     from palrm.models import build_net
+    from palrm.training import ArraySource, param_groups
     from palrm.training.engine import train_stream
-    from palrm.training.loop import _param_groups
 
     torch.set_num_threads(threads)
     data = open_memmap_pairs(directory)
@@ -72,7 +72,7 @@ def train_child(directory: str, batch_size: int, max_steps: int, threads: int) -
     torch.manual_seed(0)
     net = build_net(cfg.model, int(data.embeddings.shape[1]), data.n_users)
     steps_per_epoch = (len(data) + batch_size - 1) // batch_size
-    src = data.source()
+    src = ArraySource.from_memmap(data)
     counter = {"steps": 0, "t_first": None}
 
     class Enough(Exception):
@@ -95,7 +95,7 @@ def train_child(directory: str, batch_size: int, max_steps: int, threads: int) -
 
     t0 = time.perf_counter()
     try:
-        train_stream(net, Limited(), None, cfg.train, param_groups=_param_groups(net, cfg.train))
+        train_stream(net, Limited(), None, cfg.train, param_groups=param_groups(net, cfg.train))
     except Enough:
         pass
     t1 = time.perf_counter()

@@ -212,7 +212,8 @@ class PALRewardModel:
         Training streams over the arrays batch by batch; the model then holds precomputed-embedding
         inputs (score with `reward_embeddings`), its users named by the directory's users.json.
         """
-        from palrm.data.memmap import open_memmap_pairs, train_memmap
+        from palrm.data.memmap import open_memmap_pairs
+        from palrm.training import train_memmap
 
         self._cfg = self._config()
         self.encoder_, self.backbone_ = None, None

@@ -1,14 +1,9 @@
-"""Preference data: the `PairData` schema, loading / validation / saving, and splits."""
+"""Preference data: the `PairData` schema, pair tables, validation, embedding tables, memmap pairs, splits.
 
-from palrm.data.io import (
-    FORMATS,
-    ColumnMap,
-    check_embedding_dim,
-    load_embeddings,
-    load_pairs,
-    save_embeddings,
-    save_pairs,
-)
+This layer depends on nothing above it (no models, no training)."""
+
+from palrm.data.embeddings import check_embedding_dim, load_embeddings, save_embeddings
+from palrm.data.memmap import MemmapPairs, MemmapPairWriter, open_memmap_pairs
 from palrm.data.paircomp import PaircompDataset, build_paircomp
 from palrm.data.persona import (
     PERSONA_PROMPT,
@@ -30,7 +25,9 @@ from palrm.data.splits import (
     take_shots,
 )
 from palrm.data.synthetic import SyntheticDataset, build_synthetic
+from palrm.data.tables import FORMATS, load_pairs, save_pairs
 from palrm.data.tldr import TLDRDataset, build_tldr
+from palrm.data.validation import ColumnMap
 
 __all__ = [
     "PERSONA_PROMPT",
@@ -56,6 +53,9 @@ __all__ = [
     "few_shot_split",
     "load_embeddings",
     "load_pairs",
+    "MemmapPairWriter",
+    "MemmapPairs",
+    "open_memmap_pairs",
     "save_embeddings",
     "save_pairs",
     "split_pairs",

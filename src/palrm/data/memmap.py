@@ -11,7 +11,7 @@ Layout of a memmap pair directory (written in chunks by `MemmapPairWriter`, read
     rejected.npy      (n,) row of the other response
     embeddings.npy    (n_texts, dim) float32 or float16
 
-Training (`train_memmap`) streams over them with `ArraySource`: each batch reads its own rows, so
+Training (`palrm.training.train_memmap`) streams over them with `ArraySource`: each batch reads its own rows, so
 resident memory is bounded by the batch (plus the epoch's permutation, 8 bytes per pair, and the
 model with its optimizer state), not by the data. No pickle: numpy's .npy format with
 allow_pickle=False.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from palrm.atomic import atomic_write_bytes
 from palrm.errors import DataFormatError
 
 FORMAT = "palrm-memmap-pairs-v1"
@@ -59,14 +60,12 @@ class MemmapPairWriter:
         if len(ids) != self.meta["n_users"] or len(set(ids)) != len(ids):
             raise DataFormatError(f"{self.directory}: expected {self.meta['n_users']} distinct user ids, got {len(ids)} "
                                   f"({len(set(ids))} distinct)")
-        (self.directory / "users.json").write_text(json.dumps(ids))
+        atomic_write_bytes(self.directory / "users.json", json.dumps(ids).encode())
 
     def close(self) -> Path:
         for arr in (*self.arrays.values(), self.embeddings):
             arr.flush()
-        tmp = self.directory / ".pairs.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=2))
-        os.replace(tmp, self.directory / "pairs.json")
+        atomic_write_bytes(self.directory / "pairs.json", json.dumps(self.meta, indent=2).encode())
         return self.directory
 
 
@@ -85,11 +84,6 @@ class MemmapPairs:
 
     def __len__(self) -> int:
         return len(self.user)
-
-    def source(self, device: str = "cpu"):
-        from palrm.training.sources import ArraySource
-
-        return ArraySource(self.user, self.prompt, self.chosen, self.rejected, self.embeddings, device)
 
 
 def open_memmap_pairs(directory: str | os.PathLike) -> MemmapPairs:
@@ -118,26 +112,3 @@ def open_memmap_pairs(directory: str | os.PathLike) -> MemmapPairs:
         raise DataFormatError(f"{users_file}: {len(user_ids)} ids for {meta['n_users']} users")
     return MemmapPairs(directory, arrays["user"], arrays["prompt"], arrays["chosen"], arrays["rejected"],
                        arrays["embeddings"], int(meta["n_users"]), [str(u) for u in user_ids])
-
-
-def train_memmap(train_dir: str | os.PathLike, config, *, val_dir: str | os.PathLike | None = None,
-                 log_path=None, checkpoint_dir=None, resume: bool = False):
-    """Train a RewardNet on memory-mapped pairs with the streaming loop; returns (net, history).
-
-    Users are the rows 0..n_users-1 of the directory's user array (named by users.json when present).
-    `PALRewardModel.fit_memmap` wraps this and gives a model that can be saved, adapted and served.
-    """
-    import torch
-
-    from palrm.models import build_net
-    from palrm.training.engine import train_stream
-    from palrm.training.loop import _param_groups
-
-    data = open_memmap_pairs(train_dir)
-    val = open_memmap_pairs(val_dir) if val_dir is not None else None
-    torch.manual_seed(config.train.seed)
-    net = build_net(config.model, int(data.embeddings.shape[1]), data.n_users).to(config.train.device)
-    history = train_stream(net, data.source(config.train.device), val.source(config.train.device) if val else None,
-                           config.train, param_groups=_param_groups(net, config.train), scale=config.scale,
-                           log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
-    return net, history

@@ -10,7 +10,7 @@ Layout under the cache directory::
 Guarantees:
 
 * A shard holds its keys and its vectors in one file, named by the hash of its bytes and written
-  to a temporary file in the same folder, flushed, then ``os.replace``-d into place: a crash never
+  with `palrm.atomic.atomic_write_bytes` (a fsynced temporary file in the same folder renamed into place): a crash never
   leaves a key without its vector, and concurrent processes never clobber each other (distinct
   contents give distinct names; equal contents are interchangeable).
 * Reading verifies each shard's bytes against its name; a truncated or corrupt shard is logged,
@@ -25,12 +25,12 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from palrm.atomic import atomic_write_bytes, is_temporary
 from palrm.encoders.base import Encoder, check_output, check_texts, make_encoder
 from palrm.errors import PalrmError
 
@@ -41,7 +41,6 @@ __all__ = ["EmbeddingCache", "embed_texts", "default_cache_dir", "text_digest"]
 FORMAT = "palrm-embedding-cache-v1"
 _SHARD_PREFIX = "shard-"
 _SHARD_SUFFIX = ".safetensors"
-_TMP_PREFIX = ".tmp-"
 _DIGEST_BYTES = 32
 
 
@@ -54,20 +53,6 @@ def default_cache_dir() -> Path:
 def text_digest(text: str) -> bytes:
     """sha256 of the UTF-8 text (32 bytes): the cache key of a text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a unique temporary file in the same directory + os.replace."""
-    tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}{path.suffix}"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class _Store:
@@ -99,7 +84,7 @@ class _Store:
 
     def _write_meta(self) -> None:
         meta = {"format": FORMAT, "identity": self.identity, "dim": self.dim}
-        _atomic_write(self.path / "identity.json", (json.dumps(meta, indent=2) + "\n").encode())
+        atomic_write_bytes(self.path / "identity.json", (json.dumps(meta, indent=2) + "\n").encode())
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -110,7 +95,7 @@ class _Store:
         now = time.time()
         for entry in sorted(os.scandir(self.path), key=lambda e: e.name):
             name = entry.name
-            if name.startswith(_TMP_PREFIX):
+            if is_temporary(name):
                 self._maybe_remove_tmp(entry, now)
             elif name.startswith(_SHARD_PREFIX) and name.endswith(_SHARD_SUFFIX) and name not in self.loaded:
                 self._load_shard(Path(entry.path))
@@ -183,7 +168,7 @@ class _Store:
         name = f"{_SHARD_PREFIX}{hashlib.sha256(payload).hexdigest()[:32]}{_SHARD_SUFFIX}"
         target = self.path / name
         if not target.exists():
-            _atomic_write(target, payload)
+            atomic_write_bytes(target, payload)
         vectors = np.array(vectors, dtype=np.float32)  # own copy: callers may reuse their buffer
         for digest, row in zip(digests, vectors):
             self.index.setdefault(digest, row)

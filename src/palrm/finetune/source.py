@@ -21,7 +21,8 @@ from torch import nn
 from palrm.config import FinetuneConfig, TrainConfig
 from palrm.finetune.backbone import BackboneEncoder, Tokenisation, apply_lora
 from palrm.models.base import RewardNet
-from palrm.training.loop import IndexedPairs, _param_groups, batch_logits
+from palrm.training.loop import param_groups as head_param_groups
+from palrm.training.pairs import IndexedPairs, batch_logits
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class FineTuneModule(nn.Module):
 
     def param_groups(self, train: TrainConfig, cfg: FinetuneConfig) -> list[dict]:
         """The head's groups (as train_net builds them) plus the backbone's own rate and warm-up."""
-        groups = _param_groups(self.head, train)
+        groups = head_param_groups(self.head, train)
         trainable = [p for p in self.backbone.parameters() if p.requires_grad]
         if trainable and not self.frozen:
             groups.append({"params": trainable, "lr": cfg.backbone_lr, "weight_decay": cfg.backbone_weight_decay,

@@ -34,7 +34,7 @@ from palrm.config import AdaptConfig
 from palrm.losses import per_pair_nll
 from palrm.models.base import PairFeatures, RewardNet
 from palrm.models.links import neg_sq_euclidean
-from palrm.training.loop import IndexedPairs
+from palrm.training.pairs import IndexedPairs
 
 
 def _centre(logits: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,9 @@ Layout of `RUN_DIR/checkpoint/` (safetensors + JSON only; nothing is unpickled o
     optimizer.json        the optimizer's parameter groups (learning rates, warm-up, ...)
     rng.safetensors       the batch-order generator's state at the start of the epoch, torch's global RNG
 
-The folder is written as a temporary sibling and swapped in with `os.replace`, so a crash (even
-SIGKILL) at any moment leaves either the previous complete checkpoint or the new one.
+The folder is written with `palrm.atomic.atomic_directory` (a fsynced temporary sibling swapped in
+by rename), so a crash (even SIGKILL) at any moment leaves either the previous complete checkpoint or
+the new one (then possibly under the backup name `atomic.backups` lists).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from palrm.atomic import atomic_directory
+from palrm.atomic import atomic_directory, backups
 from palrm.errors import PalrmError
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,7 @@ def find_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     target = run_dir / CHECKPOINT_DIR
     if (target / "state.json").is_file():
         return target
-    olds = sorted(run_dir.glob(f".{CHECKPOINT_DIR}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in olds:
+    for old in backups(target):
         if (old / "state.json").is_file():
             logger.warning("resuming from %s (a save was interrupted between renames)", old)
             return old

@@ -1,18 +1,19 @@
 """The streaming training loop: batches from any `BatchSource`, data-parallel, accumulating, resumable.
 
-`train_net` (loop.py) is the in-memory special case; this loop adds what scale needs without
-knowing a model's internals. A source turns positions into a batch and a batch into preference
+This is palrm's one training loop: `train_net` and `train_memmap` (loop.py) call it with a
+`TableSource` / `ArraySource`, fine-tuning with a `TextPairSource`, the scaled fit with either. It
+does what scale needs without knowing a model's internals. A source turns positions into a batch and a batch into preference
 logits; the loop only orders positions, shards them over ranks, steps the optimizer and keeps the
 books:
 
 * **Same math at any scale.** Each epoch draws one permutation from a generator seeded with
-  `train.seed` (the draw `train_net` makes). Global batch b is positions
+  `train.seed`. Global batch b is positions
   `order[b*G:(b+1)*G]` (G = train.batch_size); rank r of N takes every N-th of them (what
   `torch.utils.data.DistributedSampler` does, batch by batch) and splits its share into
   `scale.grad_accum_steps` micro-batches. Each micro-batch loss is weighted by (its size x N / G),
   so after DDP averages gradients over ranks the update is the gradient of the mean loss over the
   global batch: 1 process, N processes and any accumulation give the same step up to float rounding.
-  One process without accumulation reproduces `train_net` bit for bit.
+  One process without accumulation reproduces the plain minibatch loop bit for bit.
 * **Data-parallel** through `torch.nn.parallel.DistributedDataParallel` (dense gradients, so the
   user-logit rows of users that only one rank saw are all-reduced like any other parameter).
   Training loss and validation metrics are summed over ranks; only rank 0 writes logs and checkpoints.
@@ -103,7 +104,7 @@ def evaluate_source(module: nn.Module, source: BatchSource, *, batch_size: int =
           for i in range(0, len(positions), batch_size)]
     module.train(was_training)
     z = torch.cat(zs) if zs else torch.empty(0)
-    if not info.active:  # the exact arithmetic of train_net
+    if not info.active:  # single process: the mean over all pairs in one reduction
         return {"val_loss": float(per_pair_nll(z).mean()),
                 "val_accuracy": float(((z > 0).float() + 0.5 * (z == 0).float()).mean())}
     nll, correct, n = pdist.all_reduce_sum(
@@ -125,6 +126,7 @@ def train_stream(
     resume: bool = False,
     info: pdist.DistInfo | None = None,
     fingerprint: str = "",
+    desc: str = "train",
 ) -> list[dict]:
     """Minibatch AdamW over `train`, early stopping on `val` loss; returns the per-epoch metrics.
 
@@ -138,6 +140,7 @@ def train_stream(
         resume: continue from the checkpoint in `checkpoint_dir` when there is one.
         info: this process's rank and world (default: the current process group, if any).
         fingerprint: a string identifying data and configuration; resuming refuses another one.
+        desc: the progress bar's label (shown when `cfg.progress`).
     """
     scale = scale or ScaleConfig()
     info = info or pdist.current()
@@ -203,7 +206,7 @@ def train_stream(
         save_checkpoint(checkpoint_dir, model_state=module.state_dict(), optimizer=opt, best_state=best_state,
                         meta=meta, rng={"epoch_generator": gen_state, "torch": torch.get_rng_state()})
 
-    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc="train", unit="epoch",
+    bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=desc, unit="epoch",
                disable=not (cfg.progress and info.is_main), leave=False)
     try:
         epoch = start_epoch
@@ -247,6 +250,7 @@ def train_stream(
                 log_file.write(json.dumps(row) + "\n")
                 log_file.flush()
             bar.update(1)
+            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("train_loss", "val_loss", "val_accuracy")})
             logger.debug("epoch %s", row)
             if "val_loss" in row:
                 if row["val_loss"] < best_loss - 1e-6:

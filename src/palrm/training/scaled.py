@@ -25,7 +25,7 @@ from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.models import build_net
 from palrm.training.engine import train_stream
-from palrm.training.loop import _param_groups
+from palrm.training.loop import param_groups
 from palrm.training.sources import TableSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +94,7 @@ def fit_scaled(model: PALRewardModel, train, val=None, *, log_path=None, checkpo
     table, train_idx, val_part = model._init_net(train, val)
     val_src = TableSource(*val_part) if val_part is not None else None
     model.history_ = train_stream(model.net_, TableSource(table, train_idx), val_src, cfg.train,
-                                  param_groups=_param_groups(model.net_, cfg.train), **common)
+                                  param_groups=param_groups(model.net_, cfg.train), **common)
     return model
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from palrm.training.loop import IndexedPairs, batch_logits
+from palrm.training.pairs import IndexedPairs, batch_logits
 
 
 @dataclass
@@ -52,6 +52,11 @@ class ArraySource:
         self.user, self.prompt, self.chosen, self.rejected = user, prompt, chosen, rejected
         self.embeddings = embeddings
         self.device = device
+
+    @classmethod
+    def from_memmap(cls, pairs, device: str = "cpu") -> ArraySource:
+        """The source over a `palrm.data.memmap.MemmapPairs` (its arrays stay memory-mapped)."""
+        return cls(pairs.user, pairs.prompt, pairs.chosen, pairs.rejected, pairs.embeddings, device)
 
     def __len__(self) -> int:
         return len(self.user)

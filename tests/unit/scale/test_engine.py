@@ -1,4 +1,4 @@
-"""The streaming loop (training/engine.py) against train_net, accumulation, sources, checkpoints."""
+"""The one training loop (training/engine.py): against a plain reference loop, accumulation, sources, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import torch
 
 from palrm.config import PALConfig, ScaleConfig
 from palrm.models import build_net
-from palrm.training import indexed, train_net
+from palrm.training import indexed, param_groups, train_net
 from palrm.training.engine import train_stream
-from palrm.training.loop import _param_groups
 from palrm.training.sources import ArraySource, TableSource
 
 
@@ -33,27 +32,63 @@ def _net(cfg, dim, users):
     return build_net(cfg.model, dim, users)
 
 
-def test_table_source_is_bit_identical_to_train_net(synthetic):
-    pairs, emb, table, tr, va, cfg = _setup(synthetic)
+def _reference_minibatch_adamw(net, table, tr, va, cfg):
+    """The plain loop written out independently: per epoch one seeded permutation, AdamW steps, val NLL, best state."""
+    import copy
+
+    from palrm.losses import LOSSES, per_pair_nll
+    from palrm.training import batch_logits, predict_logits
+
+    opt = torch.optim.AdamW(param_groups(net, cfg))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_state, losses = float("inf"), None, []
+    for _ in range(cfg.epochs):
+        net.train()
+        order = torch.randperm(len(tr), generator=gen)
+        for i in range(0, len(tr), cfg.batch_size):
+            loss = LOSSES[cfg.loss](batch_logits(net, table, tr.take(order[i:i + cfg.batch_size])))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        val_loss = float(per_pair_nll(predict_logits(net, table, va)).mean())
+        losses.append(val_loss)
+        if val_loss < best - 1e-6:
+            best, best_state = val_loss, copy.deepcopy(net.state_dict())
+    net.load_state_dict(best_state)
+    return losses
+
+
+def test_train_net_is_bit_identical_to_a_plain_minibatch_loop(synthetic):
+    pairs, emb, table, tr, va, cfg = _setup(synthetic, patience=0)
     a = _net(cfg, emb.shape[1], len(pairs.user_ids))
     ha = train_net(a, table, tr, va, cfg.train)
     b = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    hb = train_stream(b, TableSource(table, tr), TableSource(table, va), cfg.train, param_groups=_param_groups(b, cfg.train))
+    ref_losses = _reference_minibatch_adamw(b, table, tr, va, cfg.train)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
-    assert [r["val_loss"] for r in ha] == [r["val_loss"] for r in hb]
-    # train_net also accepts a source in place of the table
+    assert [r["val_loss"] for r in ha] == ref_losses
+    # a different seed gives a different result (the comparison above can fail)
     c = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_net(c, TableSource(table, tr), None, TableSource(table, va), cfg.train)
-    assert all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    train_net(c, table, tr, va, _reseed(cfg.train))
+    assert not all(torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    # train_net also accepts a source in place of the table
+    d = _net(cfg, emb.shape[1], len(pairs.user_ids))
+    train_net(d, TableSource(table, tr), None, TableSource(table, va), cfg.train)
+    assert all(torch.equal(v, d.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def _reseed(train_cfg):
+    import dataclasses
+
+    return dataclasses.replace(train_cfg, seed=train_cfg.seed + 1)
 
 
 def test_gradient_accumulation_gives_the_same_updates(synthetic):
     pairs, emb, table, tr, va, cfg = _setup(synthetic)
     a = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_stream(a, TableSource(table, tr), None, cfg.train, param_groups=_param_groups(a, cfg.train))
+    train_stream(a, TableSource(table, tr), None, cfg.train, param_groups=param_groups(a, cfg.train))
     b = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_stream(b, TableSource(table, tr), None, cfg.train, param_groups=_param_groups(b, cfg.train),
+    train_stream(b, TableSource(table, tr), None, cfg.train, param_groups=param_groups(b, cfg.train),
                  scale=ScaleConfig(grad_accum_steps=4))
     for k, v in a.state_dict().items():  # same update up to float rounding of the split sums
         torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-4, atol=1e-5)
@@ -72,9 +107,9 @@ def test_array_source_matches_table_source(synthetic, tmp_path):
     np.save(tmp_path / "emb.npy", emb)
     src = ArraySource(files["user"], files["prompt"], files["chosen"], files["rejected"], np.load(tmp_path / "emb.npy", mmap_mode="r"))
     a = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_stream(a, TableSource(table, tr), None, cfg.train, param_groups=_param_groups(a, cfg.train))
+    train_stream(a, TableSource(table, tr), None, cfg.train, param_groups=param_groups(a, cfg.train))
     b = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_stream(b, src, None, cfg.train, param_groups=_param_groups(b, cfg.train))
+    train_stream(b, src, None, cfg.train, param_groups=param_groups(b, cfg.train))
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k], rtol=1e-5, atol=1e-6)
 
@@ -83,11 +118,11 @@ def test_resume_in_process_is_bit_identical(synthetic, tmp_path, monkeypatch):
     """Stop after a mid-epoch checkpoint (simulated by truncating epochs), resume, compare."""
     pairs, emb, table, tr, va, cfg = _setup(synthetic, patience=0)
     full = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    h_full = train_stream(full, TableSource(table, tr), TableSource(table, va), cfg.train, param_groups=_param_groups(full, cfg.train))
+    h_full = train_stream(full, TableSource(table, tr), TableSource(table, va), cfg.train, param_groups=param_groups(full, cfg.train))
     # first leg: 2 epochs with checkpoints every 5 steps, then a new process-like resume to 4 epochs
     leg = PALConfig.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "epochs": 2}})
     a = _net(cfg, emb.shape[1], len(pairs.user_ids))
-    train_stream(a, TableSource(table, tr), TableSource(table, va), leg.train, param_groups=_param_groups(a, leg.train),
+    train_stream(a, TableSource(table, tr), TableSource(table, va), leg.train, param_groups=param_groups(a, leg.train),
                  scale=ScaleConfig(checkpoint_every=5), checkpoint_dir=tmp_path)
     torch.manual_seed(123)  # a different global RNG state must not matter
     b = _net(cfg, emb.shape[1], len(pairs.user_ids))
@@ -100,7 +135,7 @@ def test_resume_in_process_is_bit_identical(synthetic, tmp_path, monkeypatch):
     assert state["finished"] and state["epoch"] == 3
     state["finished"] = False
     (tmp_path / "checkpoint" / "state.json").write_text(json.dumps(state))
-    h = train_stream(b, TableSource(table, tr), TableSource(table, va), cfg.train, param_groups=_param_groups(b, cfg.train),
+    h = train_stream(b, TableSource(table, tr), TableSource(table, va), cfg.train, param_groups=param_groups(b, cfg.train),
                      scale=ScaleConfig(checkpoint_every=5), checkpoint_dir=tmp_path, resume=True)
     assert [r["val_loss"] for r in h] == [r["val_loss"] for r in h_full]
     for k, v in full.state_dict().items():
@@ -108,8 +143,9 @@ def test_resume_in_process_is_bit_identical(synthetic, tmp_path, monkeypatch):
 
 
 def test_memmap_pair_directory_round_trip_and_training(tmp_path):
-    from palrm.data.memmap import MemmapPairWriter, open_memmap_pairs, train_memmap
+    from palrm.data.memmap import MemmapPairWriter, open_memmap_pairs
     from palrm.errors import DataFormatError
+    from palrm.training import train_memmap
 
     rng = np.random.default_rng(0)
     n, users, texts, dim = 3000, 40, 200, 8

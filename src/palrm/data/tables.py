@@ -1,0 +1,374 @@
+"""Pair tables: reading JSONL / JSON / CSV / Parquet files or DataFrames into `PairData`, and writing them back.
+
+File format (TRL's explicit preference format plus a user id), one pair per row:
+
+=========== ======== =====================================================================
+column      required meaning
+=========== ======== =====================================================================
+user_id     yes      who judged the pair (any scalar; stored as str)
+prompt      no       the prompt; absent, null or empty -> no prompt (``NO_PROMPT``)
+chosen      yes      the preferred response
+rejected    yes      the other response
+split       no       train / validation / test ("val", "valid", "dev" mean validation)
+group       no       integer true group of the user (benchmarks)
+=========== ======== =====================================================================
+
+Instead of ``chosen`` / ``rejected`` a table may hold the unordered form ``response_a``,
+``response_b``, ``label`` where ``label`` uses one of the conventions {1, -1}, {1, 0} or
+{"a", "b"}; 1 (or "a") means ``response_a`` is preferred. Every column name can be remapped with a
+`ColumnMap` (the CLI fills it from ``--user-column``, ``--chosen-column``, ...).
+
+With precomputed embeddings (how image data arrives) the prompt / response columns hold integer row
+ids into an embedding table (`load_embeddings`) instead of text.
+
+Loading never writes anything. Every problem raises `DataFormatError` naming the file, the first
+offending rows (1-based data rows; line numbers for JSONL) and the fix.
+
+Column and value checks live in `palrm.data.validation`; precomputed embedding tables in
+`palrm.data.embeddings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from palrm.atomic import atomic_file
+from palrm.data.embeddings import embedding_rows, resolve_embeddings
+from palrm.data.schema import NO_PROMPT, PairData
+from palrm.data.validation import (
+    INT_RE,
+    MAX_ROWS_SHOWN,
+    ColumnMap,
+    Table,
+    check_readable_file,
+    column_values,
+    missing_column_error,
+    prefers_a,
+    read_group,
+    read_split,
+    read_users,
+    text_column,
+    unreadable_error,
+)
+from palrm.errors import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMATS", "load_pairs", "read_table", "resolve_format", "save_pairs"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+"""File formats `load_pairs` / `save_pairs` understand (the ``fmt`` argument)."""
+
+_SUFFIX_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+def resolve_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        key = fmt.lower().lstrip(".")
+        key = {"ndjson": "jsonl", "pq": "parquet"}.get(key, key)
+        if key not in FORMATS:
+            raise DataFormatError(f"{path}: unknown format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+        return key
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIX_FORMATS:
+        raise DataFormatError(
+            f"{path}: cannot tell the file type from the suffix {suffix or '(none)'!r}; expected one of "
+            f"{', '.join(_SUFFIX_FORMATS)}. Rename the file or pass the format explicitly "
+            f"(fmt='jsonl' / --format jsonl; one of {', '.join(FORMATS)})."
+        )
+    return _SUFFIX_FORMATS[suffix]
+
+def _read_jsonl(path: Path, text: str) -> Table:
+    records: list[dict] = []
+    numbers: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((lineno, f"{exc.msg} at column {exc.colno}"))
+            continue
+        if not isinstance(record, dict):
+            bad.append((lineno, f"expected a JSON object, got {type(record).__name__}"))
+            continue
+        records.append(record)
+        numbers.append(lineno)
+    if bad:
+        shown = ", ".join(str(n) for n, _ in bad[:MAX_ROWS_SHOWN])
+        more = f" and {len(bad) - MAX_ROWS_SHOWN} more" if len(bad) > MAX_ROWS_SHOWN else ""
+        raise DataFormatError(
+            f"{path}: malformed JSON on line{'s' if len(bad) > 1 else ''} {shown}{more} (line {bad[0][0]}: "
+            f"{bad[0][1]}). JSONL needs one JSON object per line, e.g. "
+            '{"user_id": "u1", "prompt": "...", "chosen": "...", "rejected": "..."}; fix or remove those lines.'
+        )
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
+    return Table(frame.astype(object), str(path), "line", np.asarray(numbers, dtype=np.int64))
+
+
+def _read_json(path: Path, text: str) -> Table:
+    if not text.lstrip().startswith("["):
+        return _read_jsonl(path, text)  # a .json file holding JSON lines
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(
+            f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). Fix the file; a .json "
+            "file must be a JSON array of objects or JSON lines (one object per line)."
+        ) from exc
+    bad = [i + 1 for i, r in enumerate(records) if not isinstance(r, dict)]
+    if bad:
+        raise DataFormatError(
+            f"{path}: records {', '.join(map(str, bad[:MAX_ROWS_SHOWN]))} (1-based) of the JSON array are not "
+            "objects. Every record must be an object with user_id, prompt, chosen and rejected."
+        )
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
+    return Table(frame.astype(object), str(path), "record", np.arange(1, len(frame) + 1), "(1-based)")
+
+
+def read_table(source: PathLike | pd.DataFrame, fmt: str | None) -> Table:
+    """Read `source` into a `Table` of object columns, raising DataFormatError on any failure."""
+    if isinstance(source, pd.DataFrame):
+        return Table(source.astype(object), "<DataFrame>", "row", np.arange(1, len(source) + 1), "(1-based positions)")
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataFormatError(
+            f"load_pairs got a {type(source).__name__}; expected a path (str or Path) to a JSONL / CSV / "
+            "Parquet file or a pandas DataFrame."
+        )
+    path = Path(source)
+    kind = resolve_format(path, fmt)
+    check_readable_file(path, "pair file")
+    try:
+        if kind in ("jsonl", "json"):
+            text = path.read_text(encoding="utf-8-sig")
+            return _read_jsonl(path, text) if kind == "jsonl" else _read_json(path, text)
+        if kind == "csv":
+            try:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            except pd.errors.EmptyDataError:
+                frame = pd.DataFrame()
+            return Table(frame.astype(object), str(path), "data row", np.arange(1, len(frame) + 1), "(1-based, header not counted)")
+        frame = pd.read_parquet(path, engine="pyarrow")
+        return Table(frame.astype(object), str(path), "row", np.arange(1, len(frame) + 1), "(1-based)")
+    except DataFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoding, parser, OS and pyarrow errors all mean "unreadable"
+        raise unreadable_error(path, kind, exc) from exc
+
+# --------------------------------------------------------------------------------------------
+# load_pairs
+
+
+def load_pairs(
+    source: PathLike | pd.DataFrame,
+    *,
+    columns: ColumnMap | None = None,
+    embeddings: PathLike | np.ndarray | tuple | None = None,
+    fmt: str | None = None,
+) -> PairData:
+    """Load and validate a preference pair table.
+
+    Args:
+        source: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` / ``.pq`` file, or a pandas
+            DataFrame. See the module docstring for the columns.
+        columns: which source columns hold which field (default: the standard names).
+        embeddings: precomputed vectors: a path accepted by `load_embeddings`, a (rows, dim) array,
+            or an ``(ids, array)`` tuple. Then the prompt / response columns hold row ids into this
+            table, and the returned ``PairData.embeddings`` holds only the rows referenced (float32),
+            in the order of ``texts`` (the row ids as strings).
+        fmt: file format overriding the suffix: one of ``FORMATS``.
+
+    Returns:
+        A PairData: one entry per row, every distinct text (or embedding row) stored once; user ids
+        as strings in order of first appearance.
+
+    Raises:
+        DataFormatError: any problem with the file or its contents (the message names the file, the
+            first offending rows and the fix).
+    """
+    columns = columns or ColumnMap()
+    table = read_table(source, fmt)
+    frame = table.frame
+    if len(frame) == 0:
+        header = f" (columns: {', '.join(map(str, frame.columns))})" if len(frame.columns) else ""
+        raise DataFormatError(
+            f"{table.name}: no pairs; the file has no data rows{header}. Write at least one pair "
+            "(user_id, prompt, chosen, rejected) per row."
+        )
+    present = set(map(str, frame.columns))
+
+    if columns.user_id not in present:
+        raise missing_column_error(table, columns, "user_id")
+    for name in ("prompt", "split", "group"):
+        if not columns.is_default(name) and getattr(columns, name) not in present:
+            raise missing_column_error(table, columns, name, " (named explicitly in the column mapping)")
+
+    explicit = columns.chosen in present or columns.rejected in present
+    unordered = {columns.response_a, columns.response_b, columns.label} <= present
+    if explicit and unordered:
+        logger.warning(
+            "%s: both %r/%r and %r/%r/%r are present; using %r/%r",
+            table.name, columns.chosen, columns.rejected, columns.response_a, columns.response_b, columns.label,
+            columns.chosen, columns.rejected,
+        )
+    if not explicit and not unordered:
+        partial = [c for c in (columns.response_a, columns.response_b, columns.label) if c in present]
+        if partial:
+            missing = [f for f in ("response_a", "response_b", "label") if getattr(columns, f) not in present]
+            raise missing_column_error(table, columns, missing[0], " (needed with response_a/response_b/label)")
+        raise missing_column_error(table, columns, "chosen", f" (nor {columns.response_a!r}/{columns.response_b!r}/{columns.label!r})")
+    if explicit:
+        for name in ("chosen", "rejected"):
+            if getattr(columns, name) not in present:
+                raise missing_column_error(table, columns, name)
+        first_col, second_col = columns.chosen, columns.rejected
+    else:
+        first_col, second_col = columns.response_a, columns.response_b
+
+    users = read_users(table, columns)
+    has_prompt = columns.prompt in present
+    split = read_split(table, columns) if columns.split in present else None
+    group = read_group(table, columns) if columns.group in present else None
+    prefer_first = np.ones(len(frame), dtype=bool) if explicit else prefers_a(table, columns)
+
+    meta: dict[str, Any] = {"columns": dataclasses.asdict(columns), "form": "chosen/rejected" if explicit else "response_a/response_b/label"}
+    n = len(frame)
+    if embeddings is None:
+        first = text_column(table, first_col, required=True)
+        second = text_column(table, second_col, required=True)
+        prompts = text_column(table, columns.prompt, required=False) if has_prompt else np.full(n, "", dtype=object)
+        if all(INT_RE.match(t.strip()) for t in np.concatenate([first, second])):
+            logger.warning(
+                "%s: every %r / %r value is an integer; if these are embedding row ids, pass embeddings= "
+                "(--embeddings); they are being read as texts",
+                table.name, first_col, second_col,
+            )
+        same = np.fromiter((a.strip() == b.strip() for a, b in zip(first, second)), dtype=bool, count=n)
+        if same.any():
+            raise table.error(
+                f"{first_col!r} and {second_col!r} are identical (ignoring surrounding whitespace)",
+                same,
+                "A pair must compare two different responses; remove these rows.",
+            )
+        # One table of unique texts, in order of first appearance (prompt, first, second per row).
+        stacked = np.stack([prompts, first, second], axis=1).ravel()
+        keep = stacked != ""
+        codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
+        kept_codes, uniques = pd.factorize(pd.Series(stacked[keep], dtype=object))
+        codes[keep] = kept_codes
+        codes = codes.reshape(n, 3)
+        texts = [str(t) for t in uniques]
+        matrix = None
+    else:
+        ids, full_matrix, emb_name = resolve_embeddings(embeddings)
+        rows_first = embedding_rows(table, first_col, column_values(table, first_col), ids, len(full_matrix), emb_name, required=True)
+        rows_second = embedding_rows(table, second_col, column_values(table, second_col), ids, len(full_matrix), emb_name, required=True)
+        rows_prompt = (
+            embedding_rows(table, columns.prompt, column_values(table, columns.prompt), ids, len(full_matrix), emb_name, required=False)
+            if has_prompt
+            else np.full(n, -1, dtype=np.int64)
+        )
+        same = rows_first == rows_second
+        if same.any():
+            raise table.error(
+                f"{first_col!r} and {second_col!r} reference the same embedding row",
+                same,
+                "A pair must compare two different responses; remove these rows.",
+            )
+        stacked = np.stack([rows_prompt, rows_first, rows_second], axis=1).ravel()
+        keep = stacked >= 0
+        codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
+        kept_codes, used_rows = pd.factorize(stacked[keep])
+        codes[keep] = kept_codes
+        codes = codes.reshape(n, 3)
+        used_rows = np.asarray(used_rows, dtype=np.int64)
+        matrix = full_matrix[used_rows]
+        texts = [ids[r] for r in used_rows] if ids is not None else [str(int(r)) for r in used_rows]
+        meta["embeddings_source"] = emb_name
+        meta["embedding_rows_total"] = int(len(full_matrix))
+
+    user_codes, user_ids = pd.factorize(pd.Series(users, dtype=object))
+    chosen = np.where(prefer_first, codes[:, 1], codes[:, 2])
+    rejected = np.where(prefer_first, codes[:, 2], codes[:, 1])
+    data = PairData(
+        texts=texts,
+        user_ids=[str(u) for u in user_ids],
+        user=user_codes.astype(np.int64),
+        prompt=codes[:, 0],
+        chosen=chosen,
+        rejected=rejected,
+        split=split,
+        group=group,
+        embeddings=matrix,
+        source=table.name,
+        meta=meta,
+    )
+    logger.info(
+        "Loaded %d pairs from %s: %d users, %d unique %s%s",
+        len(data), table.name, len(data.user_ids), len(texts),
+        "texts" if matrix is None else f"embedding rows (dim {matrix.shape[1]})",
+        "" if data.has_prompts else ", no prompts",
+    )
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def save_pairs(data: PairData, path: PathLike, *, fmt: str | None = None) -> Path:
+    """Write `data` as a pair table (user_id, prompt, chosen, rejected[, split, group]).
+
+    The format follows the suffix (``.jsonl``, ``.json`` (written as JSON lines), ``.csv``,
+    ``.parquet`` / ``.pq``) or `fmt`. The file is written to a temporary file in the same directory
+    and moved into place with ``os.replace``, so an interrupted write never leaves a half-written
+    file. Pairs without a prompt get an empty prompt. For data with precomputed embeddings the
+    text columns hold the embedding row ids (``data.texts``); write the vectors with
+    `save_embeddings` to load both back.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    kind = resolve_format(path, fmt)
+    frame = data.to_frame()
+
+    def write(tmp: Path) -> None:
+        if kind in ("jsonl", "json"):
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for record in frame.to_dict(orient="records"):
+                    handle.write(json.dumps({k: _json_value(v) for k, v in record.items()}, ensure_ascii=False))
+                    handle.write("\n")
+        elif kind == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, engine="pyarrow", index=False)
+
+    with atomic_file(path) as tmp:
+        write(tmp)
+    logger.info("Wrote %d pairs to %s", len(data), path)
+    return path
