@@ -11,13 +11,7 @@ Specs accepted by :func:`make_encoder` are listed in ``ENCODER_SPEC_FORMS``. Imp
 does not import torch or transformers; models load on first use.
 """
 
-from palrm.encoders.base import (
-    ENCODER_SPEC_FORMS,
-    Encoder,
-    PrecomputedEncoder,
-    is_encoder,
-    make_encoder,
-)
+from palrm.encoders.base import Encoder, PrecomputedEncoder, is_encoder
 from palrm.encoders.cache import (
     EmbeddingCache,
     default_cache_dir,
@@ -25,7 +19,8 @@ from palrm.encoders.cache import (
     text_digest,
 )
 from palrm.encoders.hashing import HashingEncoder
-from palrm.encoders.huggingface import HFEncoder, pool_hidden_states
+from palrm.encoders.huggingface import HFEncoder, Tokenisation, load_transformer, pool_hidden_states
+from palrm.encoders.registry import ENCODER_SPEC_FORMS, make_encoder
 from palrm.encoders.sentence_transformers import SentenceTransformerEncoder
 
 __all__ = [
@@ -36,6 +31,8 @@ __all__ = [
     "HashingEncoder",
     "PrecomputedEncoder",
     "SentenceTransformerEncoder",
+    "Tokenisation",
+    "load_transformer",
     "default_cache_dir",
     "embed_texts",
     "is_encoder",

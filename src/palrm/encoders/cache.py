@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from palrm.atomic import atomic_write_bytes, is_temporary
-from palrm.encoders.base import Encoder, check_output, check_texts, make_encoder
+from palrm.encoders.base import Encoder, check_output, check_texts
+from palrm.encoders.registry import make_encoder
 from palrm.errors import PalrmError
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from palrm.config import FinetuneConfig, TrainConfig
-from palrm.finetune.backbone import BackboneEncoder, Tokenisation, apply_lora
+from palrm.encoders.huggingface import Tokenisation
+from palrm.finetune.backbone import BackboneEncoder, apply_lora
 from palrm.models.base import RewardNet
 from palrm.training.loop import param_groups as head_param_groups
 from palrm.training.pairs import IndexedPairs, batch_logits
