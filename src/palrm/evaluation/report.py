@@ -45,6 +45,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -230,10 +231,35 @@ def selection_rows(selection: dict) -> list[dict]:
         name = str(cand.get("name", key if key is not None else f"candidate {len(rows)}"))
         k = next((c.get(f) for c in (cand, cand.get("params") or {}, cand.get("config") or {}) if isinstance(c, dict)
                   for f in ("k", "K") if isinstance(c.get(f), int)), None)
-        family = str(cand.get("family") or cand.get("kind") or name.split(" ")[0].split("@")[0])
+        family = re.sub(r"\s*K\s*=\s*\d+", "", name).strip() or str(cand.get("kind", name))  # "pal-b K=3 + offset" -> "pal-b + offset"
         metrics = {p: v for p, v in _flat_numbers(cand).items() if p.split(".")[-1] not in ("k", "K", "seed")}
         rows.append({"name": name, "family": family, "k": k, "metrics": metrics, "winner": winner is not None and name == str(winner)})
     return rows
+
+
+def _metric_title(metric: str) -> str:
+    held = re.fullmatch(r"heldout\.(\d+)\.accuracy", metric)
+    if held:
+        return f"held-out users onboarded on {held.group(1)} pairs"
+    return {"known.accuracy": "known users, validation pairs"}.get(metric, metric)
+
+
+def selection_metrics(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(metrics to plot against K, metrics for the table) of `selection_rows`.
+
+    palrm's own selection.json has `known` (validation pairs of the known users) and `heldout`
+    ({n: metrics} of users left out of the fit, onboarded on n pairs): plot known accuracy and the
+    held-out accuracy at n = 1 and the largest n. Other files: every accuracy-like metric.
+    """
+    present = {m for r in rows for m in r["metrics"]}
+    if "known.accuracy" in present:
+        held = sorted({int(m.split(".")[1]) for m in present if re.fullmatch(r"heldout\.\d+\.accuracy", m)})
+        picks = ["known.accuracy"] + [f"heldout.{n}.accuracy" for n in dict.fromkeys([n for n in (1, held[-1] if held else None) if n in held])]
+        table = ["known.log_loss", "known.accuracy", "heldout_mean_log_loss"] + \
+            [f"heldout.{n}.accuracy" for n in dict.fromkeys([n for n in (0, 1, held[-1] if held else None) if n in held])] + ["score"]
+        return picks, [m for m in table if m in present]
+    accuracy = sorted(m for m in present if "acc" in m.lower())
+    return accuracy[:3], sorted(present)
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
@@ -478,7 +504,7 @@ def _figures(result: dict) -> dict[str, str]:
         figs["weights"] = _png(fig)
     rows = (result.get("selection") or {}).get("rows")
     if rows:
-        metrics = sorted({m for r in rows for m in r["metrics"] if "acc" in m.split(".")[-1].lower() or "acc" in m.lower()})[:3]
+        metrics, _ = selection_metrics(rows)
         if metrics:
             fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False, sharey=True)
             for ax, metric in zip(axes[0], metrics):
@@ -494,7 +520,7 @@ def _figures(result: dict) -> dict[str, str]:
                     if r["winner"] and metric in r["metrics"] and r["k"] is not None:
                         ax.plot([r["k"]], [r["metrics"][metric]], "*", ms=14, color="gold", mec="k", label="selected")
                 ax.set_xlabel("K (number of prototypes)")
-                ax.set_title(metric, fontsize=9)
+                ax.set_title(_metric_title(metric), fontsize=9)
                 ax.grid(alpha=0.3)
             axes[0][0].set_ylabel("validation accuracy")
             handles, labels = axes[0][0].get_legend_handles_labels()
@@ -567,7 +593,7 @@ def render_html(result: dict) -> str:
         out.append(f'<p class="small">from {_e(sel["path"])}; selected: <b>{_e(sel.get("winner"))}</b>'
                    + (f" ({_e(sel['reason'])})" if sel.get("reason") else "") + "</p>")
         out.append(_img(figs, "accuracy_vs_k", "validation accuracy against K"))
-        metrics = sorted({k for r in sel["rows"] for k in r["metrics"]})
+        _, metrics = selection_metrics(sel["rows"])
         out.append("<table><tr><th>candidate</th><th>K</th>" + "".join(f"<th>{_e(x)}</th>" for x in metrics) + "</tr>")
         for r in sel["rows"]:
             vals = "".join(f"<td>{r['metrics'][x]:.4f}</td>" if x in r["metrics"] else "<td></td>" for x in metrics)

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from palrm.data import load_pairs
-from palrm.evaluation.report import build_report, divide_pairs, read_selection, render_html, selection_rows
+from palrm.evaluation.report import (
+    build_report,
+    divide_pairs,
+    read_selection,
+    render_html,
+    selection_metrics,
+    selection_rows,
+)
 from tests.unit.evaluation.report_data import fit_three_group, three_group_frame
 
 
@@ -119,15 +126,22 @@ def test_texts_are_escaped(report):
     assert page_data(page)["groups"]["prototypes"][0]["highest"][0]["response"].startswith("<script>")
 
 
+def candidate(name, kind, k, acc, held1, held20):
+    """A row in the shape palrm's model selection writes (evaluation/selection.py)."""
+    return {"name": name, "kind": kind, "k": k, "offset": "none",
+            "known": {"log_loss": 1 - acc, "accuracy": acc, "n_pairs": 50},
+            "heldout": {"0": {"accuracy": 0.6, "log_loss": 0.7, "n_pairs": 40}, "1": {"accuracy": held1, "log_loss": 0.6, "n_pairs": 40},
+                        "20": {"accuracy": held20, "log_loss": 0.5, "n_pairs": 40}},
+            "heldout_mean_log_loss": 0.55, "score": 1 - acc, "epochs": 12}
+
+
 SELECTION = {
-    "candidates": [
-        {"name": "btl", "kind": "btl", "val": {"known_accuracy": 0.61, "held_out_accuracy": 0.60, "log_loss": 0.66}},
-        *({"name": f"pal-b K={k}", "kind": "pal-b", "k": k,
-           "val": {"known_accuracy": 0.7 + 0.05 * k, "held_out_accuracy": 0.65 + 0.02 * k, "log_loss": 0.6 - 0.01 * k}}
-          for k in (1, 2, 3, 4)),
-    ],
+    "candidates": [candidate("btl", "btl", 1, 0.61, 0.61, 0.61)]
+    + [candidate(f"pal-b K={k}", "pal-b", k, 0.7 + 0.05 * k, 0.62 + 0.01 * k, 0.65 + 0.02 * k) for k in (1, 2, 3, 4)]
+    + [candidate(f"pal-b K={k} + latent offset", "pal-b", k, 0.72 + 0.05 * k, 0.6, 0.7) for k in (1, 2)],
     "winner": "pal-b K=3",
-    "reason": "lowest validation log-loss",
+    "why": "lowest validation score 0.1500",
+    "shots": [1, 20],
 }
 
 
@@ -138,12 +152,23 @@ def test_selection_json_from_the_run_directory(tmp_path, fitted, btl):
     selection, path = read_selection(tmp_path / "model")
     assert path == str(tmp_path / "selection.json")
     rows = selection_rows(selection)
-    assert [r["k"] for r in rows] == [None, 1, 2, 3, 4]
+    assert [r["k"] for r in rows] == [1, 1, 2, 3, 4, 1, 2]
+    assert [r["family"] for r in rows] == ["btl"] + ["pal-b"] * 4 + ["pal-b + latent offset"] * 2
     assert [r["name"] for r in rows if r["winner"]] == ["pal-b K=3"]
-    assert rows[1]["metrics"]["val.known_accuracy"] == pytest.approx(0.75)
+    assert rows[2]["metrics"]["known.accuracy"] == pytest.approx(0.8)
+    plotted, tabled = selection_metrics(rows)
+    assert plotted == ["known.accuracy", "heldout.1.accuracy", "heldout.20.accuracy"]
+    assert tabled[:3] == ["known.log_loss", "known.accuracy", "heldout_mean_log_loss"] and "known.n_pairs" not in tabled
     page = render_html(build_report(model, data, btl=btl, selection=selection, selection_path=path, n_boot=50))
-    assert "Skipped" not in page and "lowest validation log-loss" in page and "pal-b K=3 ★" in page
+    assert "Skipped" not in page and "lowest validation score 0.1500" in page and "pal-b K=3 ★" in page
     assert page.count("data:image/png") == 4
+
+
+def test_selection_rows_of_another_shape():
+    rows = selection_rows({"candidates": {"a": {"K": 2, "val": {"acc": 0.7}}, "b": {"params": {"k": 3}, "val": {"acc": 0.8}}},
+                           "winner": {"name": "b"}})
+    assert [(r["name"], r["k"], r["winner"]) for r in rows] == [("a", 2, False), ("b", 3, True)]
+    assert selection_metrics(rows)[0] == ["val.acc"]
 
 
 def test_read_selection_absent(tmp_path):
