@@ -233,6 +233,8 @@ def selection_rows(selection: dict) -> list[dict]:
                   for f in ("k", "K") if isinstance(c.get(f), int)), None)
         family = re.sub(r"\s*K\s*=\s*\d+", "", name).strip() or str(cand.get("kind", name))  # "pal-b K=3 + offset" -> "pal-b + offset"
         metrics = {p: v for p, v in _flat_numbers(cand).items() if p.split(".")[-1] not in ("k", "K", "seed")}
+        if family == "btl" or cand.get("kind") == "btl":
+            k = None  # BTL has no prototypes: a horizontal line, not a point at K = 1
         rows.append({"name": name, "family": family, "k": k, "metrics": metrics, "winner": winner is not None and name == str(winner)})
     return rows
 
@@ -242,6 +244,14 @@ def _metric_title(metric: str) -> str:
     if held:
         return f"held-out users onboarded on {held.group(1)} pairs"
     return {"known.accuracy": "known users, validation pairs"}.get(metric, metric)
+
+
+def _metric_header(metric: str) -> str:
+    held = re.fullmatch(r"heldout\.(\d+)\.accuracy", metric)
+    if held:
+        return f"held-out users acc @{held.group(1)}"
+    return {"known.accuracy": "known users acc", "known.log_loss": "known users log-loss",
+            "heldout_mean_log_loss": "held-out users log-loss"}.get(metric, metric)
 
 
 def selection_metrics(rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -538,7 +548,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px so
 th{background:#f4f4f4;text-align:center}td.t{text-align:left;max-width:420px;overflow-wrap:anywhere}
 .verdict{font-size:1.08em;background:#eef5ff;border-left:4px solid #3b7dd8;padding:.6em .9em}
 .note{background:#fff8e5;border-left:4px solid #e0a800;padding:.4em .8em;margin:.4em 0}
-img{max-width:100%;display:block;margin:.6em 0}.small{color:#666;font-size:.88em}
+img{max-width:100%;display:block;margin:.6em 0}table.narrow{font-size:.82em}table.narrow th{font-weight:600}.small{color:#666;font-size:.88em}
 """
 
 
@@ -594,7 +604,7 @@ def render_html(result: dict) -> str:
                    + (f" ({_e(sel['reason'])})" if sel.get("reason") else "") + "</p>")
         out.append(_img(figs, "accuracy_vs_k", "validation accuracy against K"))
         _, metrics = selection_metrics(sel["rows"])
-        out.append("<table><tr><th>candidate</th><th>K</th>" + "".join(f"<th>{_e(x)}</th>" for x in metrics) + "</tr>")
+        out.append('<table class="narrow"><tr><th>candidate</th><th>K</th>' + "".join(f"<th>{_e(_metric_header(x))}</th>" for x in metrics) + "</tr>")
         for r in sel["rows"]:
             vals = "".join(f"<td>{r['metrics'][x]:.4f}</td>" if x in r["metrics"] else "<td></td>" for x in metrics)
             star = " ★" if r["winner"] else ""

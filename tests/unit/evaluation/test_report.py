@@ -152,7 +152,7 @@ def test_selection_json_from_the_run_directory(tmp_path, fitted, btl):
     selection, path = read_selection(tmp_path / "model")
     assert path == str(tmp_path / "selection.json")
     rows = selection_rows(selection)
-    assert [r["k"] for r in rows] == [1, 1, 2, 3, 4, 1, 2]
+    assert [r["k"] for r in rows] == [None, 1, 2, 3, 4, 1, 2]  # BTL: no K
     assert [r["family"] for r in rows] == ["btl"] + ["pal-b"] * 4 + ["pal-b + latent offset"] * 2
     assert [r["name"] for r in rows if r["winner"]] == ["pal-b K=3"]
     assert rows[2]["metrics"]["known.accuracy"] == pytest.approx(0.8)
