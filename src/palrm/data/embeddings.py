@@ -197,25 +197,26 @@ def resolve_embeddings(embeddings: Any) -> tuple[list[str] | None, np.ndarray, s
 def embedding_rows(
     table: Table, column: str, keys: np.ndarray, ids: list[str] | None, n_rows: int, emb_name: str, *, required: bool
 ) -> np.ndarray:
-    """Row positions in the embedding table for one id column; -1 where an optional value is missing."""
+    """Row positions in the embedding table for one id column; -1 where a value is missing or invalid (those
+    rows are flagged on `table` unless the column is optional and the value missing)."""
     null = np.array([is_null(v) or (isinstance(v, str) and not v.strip()) for v in keys], dtype=bool)
-    if required and null.any():
-        raise table.error(
-            f"column {column!r} is empty or null", null, f"Every pair needs two embedding row ids from {emb_name}."
-        )
+    if required:
+        table.flag("empty_response", f"column {column!r} is empty or null", null,
+                   f"Every pair needs two embedding row ids from {emb_name}.")
     rows = np.full(len(keys), -1, dtype=np.int64)
     if ids is None:
         parsed = [None if n else as_int(v) for v, n in zip(keys, null)]
         not_int = np.array([p is None and not n for p, n in zip(parsed, null)], dtype=bool)
         if not_int.any():
-            raise table.error(
+            table.flag(
+                "invalid_embedding_row",
                 f"column {column!r} must hold integer embedding row ids when embeddings are given, found "
                 f"{keys[not_int][0]!r}",
                 not_int,
                 f"Put 0-based row numbers of {emb_name} in the pair table (or give the embedding table an 'id' column).",
             )
-        rows[~null] = [p for p in parsed if p is not None]
-        missing = ~null & ((rows < 0) | (rows >= n_rows))
+        rows[:] = [-1 if p is None else p for p in parsed]
+        missing = ~null & ~not_int & ((rows < 0) | (rows >= n_rows))
         hint = f"it has rows 0..{n_rows - 1}"
     else:
         lookup = {key: i for i, key in enumerate(ids)}
@@ -224,12 +225,14 @@ def embedding_rows(
         missing = ~null & (rows < 0)
         hint = f"its {n_rows} ids are e.g. {', '.join(repr(i) for i in ids[:3])}"
     if missing.any():
-        raise table.error(
+        table.flag(
+            "invalid_embedding_row",
             f"column {column!r} references embedding rows that do not exist in {emb_name} ({hint}; got "
             f"{', '.join(repr(k) for k in keys[missing][:MAX_ROWS_SHOWN])})",
             missing,
             "Check that the pair table and the embedding file belong together.",
         )
+        rows[missing] = -1
     return rows
 
 

@@ -10,7 +10,8 @@ prompt      no       the prompt; absent, null or empty -> no prompt (``NO_PROMPT
 chosen      yes      the preferred response
 rejected    yes      the other response
 split       no       train / validation / test ("val", "valid", "dev" mean validation)
-group       no       integer true group of the user (benchmarks)
+group       no       true group of the user: integers, or labels such as "liberal" (mapped to
+                     0, 1, ... in sorted order; the mapping is kept in ``meta["group_labels"]``)
 =========== ======== =====================================================================
 
 Instead of ``chosen`` / ``rejected`` a table may hold the unordered form ``response_a``,
@@ -21,8 +22,13 @@ Instead of ``chosen`` / ``rejected`` a table may hold the unordered form ``respo
 With precomputed embeddings (how image data arrives) the prompt / response columns hold integer row
 ids into an embedding table (`load_embeddings`) instead of text.
 
-Loading never writes anything. Every problem raises `DataFormatError` naming the file, the first
-offending rows (1-based data rows; line numbers for JSONL) and the fix.
+Loading never writes anything. A problem with the file as a whole (unreadable, a missing column)
+raises `DataFormatError` at once. Invalid rows (an empty or identical response, a missing user id,
+an unknown split, ...) are all collected first: with ``on_invalid="error"`` (the default) one
+`DataFormatError` lists every kind of problem with its count and first rows (1-based data rows; line
+numbers for JSONL) and the fix; with ``on_invalid="skip"`` those rows are dropped and described in
+``meta["rejected"]`` / ``meta["rejected_counts"]`` (`save_rejected` writes them as JSONL); nothing
+else about the data is changed.
 
 Column and value checks live in `palrm.data.validation`; precomputed embedding tables in
 `palrm.data.embeddings`.
@@ -52,22 +58,28 @@ from palrm.data.validation import (
     column_values,
     missing_column_error,
     prefers_a,
+    invalid_rows_error,
+    is_nonscalar,
+    is_null,
     read_group,
     read_split,
     read_users,
     text_column,
     unreadable_error,
 )
-from palrm.errors import DataFormatError
+from palrm.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMATS", "load_pairs", "read_table", "resolve_format", "save_pairs"]
+__all__ = ["FORMATS", "ON_INVALID", "load_pairs", "read_table", "resolve_format", "save_pairs", "save_rejected"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
 """File formats `load_pairs` / `save_pairs` understand (the ``fmt`` argument)."""
+
+ON_INVALID = ("error", "skip")
+"""What `load_pairs` does with invalid rows: raise one error listing them all, or drop them."""
 
 _SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
@@ -181,6 +193,7 @@ def load_pairs(
     columns: ColumnMap | None = None,
     embeddings: PathLike | np.ndarray | tuple | None = None,
     fmt: str | None = None,
+    on_invalid: str = "error",
 ) -> PairData:
     """Load and validate a preference pair table.
 
@@ -193,6 +206,10 @@ def load_pairs(
             table, and the returned ``PairData.embeddings`` holds only the rows referenced (float32),
             in the order of ``texts`` (the row ids as strings).
         fmt: file format overriding the suffix: one of ``FORMATS``.
+        on_invalid: ``"error"`` raises one DataFormatError listing every kind of invalid row (count and
+            first rows of each); ``"skip"`` drops the invalid rows, logs how many per reason, and keeps
+            them in ``meta["rejected"]`` (row number, reasons, the original record) and
+            ``meta["rejected_counts"]`` ({reason: rows}); write them with `save_rejected`.
 
     Returns:
         A PairData: one entry per row, every distinct text (or embedding row) stored once; user ids
@@ -202,6 +219,8 @@ def load_pairs(
         DataFormatError: any problem with the file or its contents (the message names the file, the
             first offending rows and the fix).
     """
+    if on_invalid not in ON_INVALID:
+        raise ConfigError(f"on_invalid={on_invalid!r}: expected one of {', '.join(ON_INVALID)}")
     columns = columns or ColumnMap()
     table = read_table(source, fmt)
     frame = table.frame
@@ -244,27 +263,34 @@ def load_pairs(
     users = read_users(table, columns)
     has_prompt = columns.prompt in present
     split = read_split(table, columns) if columns.split in present else None
-    group = read_group(table, columns) if columns.group in present else None
+    group, group_labels = read_group(table, columns) if columns.group in present else (None, None)
     prefer_first = np.ones(len(frame), dtype=bool) if explicit else prefers_a(table, columns)
 
     meta: dict[str, Any] = {"columns": dataclasses.asdict(columns), "form": "chosen/rejected" if explicit else "response_a/response_b/label"}
+    if group_labels:
+        meta["group_labels"] = group_labels
     n = len(frame)
     if embeddings is None:
         first = text_column(table, first_col, required=True)
         second = text_column(table, second_col, required=True)
         prompts = text_column(table, columns.prompt, required=False) if has_prompt else np.full(n, "", dtype=object)
+        same = np.fromiter((a.strip() != "" and a.strip() == b.strip() for a, b in zip(first, second)), dtype=bool, count=n)
+        table.flag(
+            "identical_responses",
+            f"{first_col!r} and {second_col!r} are identical (ignoring surrounding whitespace)",
+            same,
+            "A pair must compare two different responses; remove these rows.",
+        )
+        keep = _drop_invalid(table, on_invalid, meta)
+        if keep is not None:
+            users, first, second, prompts, prefer_first = users[keep], first[keep], second[keep], prompts[keep], prefer_first[keep]
+            split, group = (None if split is None else split[keep]), (None if group is None else group[keep])
+            n = len(users)
         if all(INT_RE.match(t.strip()) for t in np.concatenate([first, second])):
             logger.warning(
                 "%s: every %r / %r value is an integer; if these are embedding row ids, pass embeddings= "
                 "(--embeddings); they are being read as texts",
                 table.name, first_col, second_col,
-            )
-        same = np.fromiter((a.strip() == b.strip() for a, b in zip(first, second)), dtype=bool, count=n)
-        if same.any():
-            raise table.error(
-                f"{first_col!r} and {second_col!r} are identical (ignoring surrounding whitespace)",
-                same,
-                "A pair must compare two different responses; remove these rows.",
             )
         # One table of unique texts, in order of first appearance (prompt, first, second per row).
         stacked = np.stack([prompts, first, second], axis=1).ravel()
@@ -284,13 +310,19 @@ def load_pairs(
             if has_prompt
             else np.full(n, -1, dtype=np.int64)
         )
-        same = rows_first == rows_second
-        if same.any():
-            raise table.error(
-                f"{first_col!r} and {second_col!r} reference the same embedding row",
-                same,
-                "A pair must compare two different responses; remove these rows.",
-            )
+        same = (rows_first == rows_second) & (rows_first >= 0)
+        table.flag(
+            "identical_responses",
+            f"{first_col!r} and {second_col!r} reference the same embedding row",
+            same,
+            "A pair must compare two different responses; remove these rows.",
+        )
+        keep = _drop_invalid(table, on_invalid, meta)
+        if keep is not None:
+            users, rows_first, rows_second, rows_prompt = users[keep], rows_first[keep], rows_second[keep], rows_prompt[keep]
+            prefer_first = prefer_first[keep]
+            split, group = (None if split is None else split[keep]), (None if group is None else group[keep])
+            n = len(users)
         stacked = np.stack([rows_prompt, rows_first, rows_second], axis=1).ravel()
         keep = stacked >= 0
         codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
@@ -328,8 +360,58 @@ def load_pairs(
     return data
 
 
+def _drop_invalid(table: Table, on_invalid: str, meta: dict) -> np.ndarray | None:
+    """None when every row is valid; else raise (on_invalid="error") or return the rows to keep (and
+    describe the dropped ones in `meta`)."""
+    if not table.problems:
+        return None
+    if on_invalid == "error":
+        raise invalid_rows_error(table)
+    bad = table.invalid()
+    if bad.all():
+        raise DataFormatError(f"{table.name}: every row is invalid, nothing is left to load.\n" + str(invalid_rows_error(table)))
+    reasons: dict[int, list[str]] = {}
+    for p in table.problems:
+        for i in np.flatnonzero(p.mask):
+            if p.reason not in reasons.setdefault(int(i), []):
+                reasons[int(i)].append(p.reason)
+    records = table.frame.iloc[sorted(reasons)].to_dict(orient="records")
+    meta["rejected"] = [{table.unit.replace(" ", "_"): int(table.numbers[i]), "reasons": reasons[i],
+                         "record": {str(k): _plain(v) for k, v in record.items()}}
+                        for i, record in zip(sorted(reasons), records)]
+    counts = {p.reason: sum(p.reason in r for r in reasons.values()) for p in table.problems}  # rows per reason
+    meta["rejected_counts"] = counts
+    logger.warning("%s: skipped %d invalid rows of %d (%s)", table.name, int(bad.sum()), len(bad),
+                   ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return ~bad
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy of a cell (missing -> None, numpy scalars and arrays -> Python)."""
+    if is_nonscalar(value):
+        return [_plain(v) for v in value] if not isinstance(value, dict) else {str(k): _plain(v) for k, v in value.items()}
+    if is_null(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
+
+
+def save_rejected(data: PairData, path: PathLike) -> Path | None:
+    """Write the rows `load_pairs(..., on_invalid="skip")` dropped (``data.meta["rejected"]``) as JSONL,
+    one object per row: its row / line number, the reasons, and the original record. None (and
+    nothing written) when no row was dropped."""
+    rejected = data.meta.get("rejected")
+    if not rejected:
+        return None
+    path = Path(path)
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        for item in rejected:
+            handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+    logger.info("Wrote %d rejected rows to %s", len(rejected), path)
+    return path
 
 
 def _json_value(value: Any) -> Any:

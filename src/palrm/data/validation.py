@@ -1,8 +1,11 @@
 """Validation of pair tables: column names (`ColumnMap`), cell values, users, labels, splits, groups.
 
-The readers (`palrm.data.tables`, `palrm.data.embeddings`) hand every table to these checks; each
-problem raises `DataFormatError` naming the source, the first offending rows (1-based data rows;
-line numbers for JSONL) and the fix.
+The readers (`palrm.data.tables`, `palrm.data.embeddings`) hand every table to these checks. A
+problem with the table as a whole (a missing column, an unreadable file) raises `DataFormatError` at
+once. A problem with some rows (an empty or identical response, a missing user id, an unknown split)
+is recorded on the table (`Table.flag`, one `RowProblem` per kind) and the check goes on, so that
+`load_pairs` can report every kind of problem at once (`invalid_rows_error`: counts and the first
+rows of each, 1-based data rows or JSONL line numbers) or drop those rows (``on_invalid="skip"``).
 """
 
 from __future__ import annotations
@@ -146,14 +149,38 @@ _KNOWN_ALIASES = {
 
 
 @dataclass
+class RowProblem:
+    """One kind of invalid row found in a table."""
+
+    reason: str  # a short code, the key of per-reason counts: empty_response, identical_responses, ...
+    problem: str  # what is wrong, e.g. "column 'chosen' is empty, whitespace-only or null"
+    mask: np.ndarray  # (n,) bool: the rows that have it
+    fix: str  # how to fix it
+
+
+@dataclass
 class Table:
-    """A source table and how to name its rows in messages."""
+    """A source table, how to name its rows in messages, and the invalid rows found so far."""
 
     frame: pd.DataFrame
     name: str  # the path, or "<DataFrame>"
     unit: Literal["line", "data row", "record", "row"]
     numbers: np.ndarray  # (n,) int64: the 1-based number of every frame row in `unit`s
     note: str = ""  # appended after row lists, e.g. "(1-based, header not counted)"
+    problems: list[RowProblem] = dataclasses.field(default_factory=list)
+
+    def flag(self, reason: str, problem: str, mask: np.ndarray, fix: str) -> None:
+        """Record invalid rows (`mask`); the checks go on, `load_pairs` decides what to do with them."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            self.problems.append(RowProblem(reason, problem, mask, fix))
+
+    def invalid(self) -> np.ndarray:
+        """(n,) bool: rows with at least one recorded problem."""
+        out = np.zeros(len(self.frame), dtype=bool)
+        for p in self.problems:
+            out |= p.mask
+        return out
 
     def rows(self, mask_or_index: np.ndarray) -> str:
         """'lines 3, 7 and 12' for the frame rows selected by a boolean mask or positions."""
@@ -170,6 +197,19 @@ class Table:
     def error(self, problem: str, mask: np.ndarray | None, fix: str) -> DataFormatError:
         where = f" at {self.rows(mask)}" if mask is not None else ""
         return DataFormatError(f"{self.name}: {problem}{where}. {fix}")
+
+
+def invalid_rows_error(table: Table) -> DataFormatError:
+    """One error listing every kind of invalid row of `table`, with its count and first rows."""
+    bad = table.invalid()
+    lines = [f"{table.name}: {int(bad.sum())} of {len(bad)} rows are invalid ({len(table.problems)} kind"
+             f"{'s' if len(table.problems) != 1 else ''} of problem); nothing was loaded:"]
+    for p in table.problems:
+        lines.append(f"  - {p.reason} ({int(p.mask.sum())} row{'s' if p.mask.sum() != 1 else ''}): {p.problem} at "
+                     f"{table.rows(p.mask)}. {p.fix}")
+    lines.append("Fix these rows, or drop them: --on-invalid skip (Python: load_pairs(..., on_invalid=\"skip\")) loads "
+                 "the rest and lists the dropped rows (palrm writes them to rejected.jsonl in the run directory).")
+    return DataFormatError("\n".join(lines))
 
 def check_readable_file(path: Path, what: str) -> None:
     if not path.exists():
@@ -252,35 +292,43 @@ def text_column(table: Table, column: str, *, required: bool) -> np.ndarray:
     values = column_values(table, column)
     if pd.api.types.infer_dtype(values, skipna=False) == "string":  # fast path: all str, no nulls
         null = np.zeros(len(values), dtype=bool)
+        flagged = null
         texts = values
     else:
         nonscalar = np.fromiter((is_nonscalar(v) for v in values), dtype=bool, count=len(values))
         if nonscalar.any():
             example = values[np.flatnonzero(nonscalar)[0]]
-            raise table.error(
+            table.flag(
+                "non_text",
                 f"column {column!r} holds {type(example).__name__} values instead of text",
                 nonscalar,
                 "palrm expects plain strings. For TRL's conversational format (lists of messages) apply your chat "
                 "template first, e.g. tokenizer.apply_chat_template(messages, tokenize=False).",
             )
         null = _null_mask(values)
-        not_text = np.fromiter((not (n or isinstance(v, str)) for v, n in zip(values, null)), dtype=bool, count=len(values))
+        not_text = np.fromiter((not (n or s or isinstance(v, str)) for v, n, s in zip(values, null, nonscalar)), dtype=bool,
+                               count=len(values))
         if not_text.any():
             example = values[np.flatnonzero(not_text)[0]]
-            raise table.error(
+            table.flag(
+                "non_text",
                 f"column {column!r} holds {type(example).__name__} values (e.g. {example!r}) instead of text",
                 not_text,
                 "If these are row ids into precomputed embeddings, pass embeddings=PATH (--embeddings PATH); "
                 "otherwise store the texts as strings.",
             )
+        flagged = nonscalar | not_text
+        null |= flagged  # flagged above; read as missing from here on
         texts = np.where(null, "", values).astype(object)
     blank = _blank_mask(texts)
     if required:
-        if blank.any():
-            kinds = "null (missing)" if null[blank].all() else "empty, whitespace-only or null"
-            raise table.error(
+        empty = blank & ~flagged
+        if empty.any():
+            kinds = "null (missing)" if null[empty].all() else "empty, whitespace-only or null"
+            table.flag(
+                "empty_response",
                 f"column {column!r} is {kinds}",
-                blank,
+                empty,
                 "Every pair needs two non-empty responses; fill in or remove these rows.",
             )
         return texts
@@ -322,17 +370,19 @@ def prefers_a(table: Table, columns: ColumnMap) -> np.ndarray:
     accepted = "{1, -1}, {1, 0} or {'a', 'b'} (1 / 'a' = response_a preferred)"
     if bad.any():
         seen = sorted({repr(v) for v in values[bad]})[:MAX_ROWS_SHOWN]
-        raise table.error(
+        table.flag(
+            "invalid_label",
             f"label column {columns.label!r} has values outside the accepted sets (got {', '.join(seen)})",
             bad,
             f"Use one convention for the whole file: {accepted}.",
         )
-    present = set(tokens)
-    if not any(present <= allowed for allowed in _LABEL_SETS):
+    present = {t for t in tokens if t is not None}
+    if present and not any(present <= allowed for allowed in _LABEL_SETS):
         counts = [sum(t in allowed for t in tokens) for allowed in _LABEL_SETS]
         best = _LABEL_SETS[int(np.argmax(counts))]
-        off = np.array([t not in best for t in tokens], dtype=bool)
-        raise table.error(
+        off = np.array([t is not None and t not in best for t in tokens], dtype=bool)
+        table.flag(
+            "invalid_label",
             f"label column {columns.label!r} mixes conventions (values {sorted(map(str, present))}); the rows that "
             f"do not fit the most common convention {sorted(map(str, best))} are",
             off,
@@ -348,25 +398,26 @@ def _optional_mask(table: Table, column: str, what: str) -> tuple[np.ndarray, bo
     if empty.all():
         logger.info("%s: column %r is empty in every row; ignoring it (no %s)", table.name, column, what)
         return empty, True
-    if empty.any():
-        raise table.error(
-            f"column {column!r} ({what}) is empty in some rows but not others",
-            empty,
-            f"Fill in {what} for every row or drop the column.",
-        )
+    table.flag(
+        f"missing_{what}",
+        f"column {column!r} ({what}) is empty in some rows but not others",
+        empty,
+        f"Fill in {what} for every row or drop the column.",
+    )
     return empty, False
 
 
 def read_split(table: Table, columns: ColumnMap) -> np.ndarray | None:
-    _, all_empty = _optional_mask(table, columns.split, "split")
+    empty, all_empty = _optional_mask(table, columns.split, "split")
     if all_empty:
         return None
     values = column_values(table, columns.split)
     names = [_SPLIT_ALIASES.get(str(v).strip().lower()) if isinstance(v, str) else None for v in values]
-    bad = np.array([n is None for n in names], dtype=bool)
+    bad = np.array([n is None for n in names], dtype=bool) & ~empty
     if bad.any():
         seen = sorted({repr(v) for v in values[bad]})[:MAX_ROWS_SHOWN]
-        raise table.error(
+        table.flag(
+            "invalid_split",
             f"split column {columns.split!r} has unknown values ({', '.join(seen)})",
             bad,
             f"Use {', '.join(SPLITS)} (also accepted, case-insensitive: val, valid, dev for validation).",
@@ -374,18 +425,28 @@ def read_split(table: Table, columns: ColumnMap) -> np.ndarray | None:
     return np.array(names, dtype=object)
 
 
-def read_group(table: Table, columns: ColumnMap) -> np.ndarray | None:
-    _, all_empty = _optional_mask(table, columns.group, "group")
+def read_group(table: Table, columns: ColumnMap) -> tuple[np.ndarray | None, dict[str, int] | None]:
+    """(integer group per row or None, the label -> integer mapping when the column holds labels).
+
+    Integer groups are kept as they are. Any other labels (e.g. "liberal") are mapped to 0, 1, ...
+    in sorted order of the labels (as strings), and that mapping is returned (kept in
+    ``PairData.meta["group_labels"]``).
+    """
+    empty, all_empty = _optional_mask(table, columns.group, "group")
     if all_empty:
-        return None
+        return None, None
     values = column_values(table, columns.group)
-    ints = [as_int(v) for v in values]
-    bad = np.array([i is None for i in ints], dtype=bool)
-    if bad.any():
-        raise table.error(
-            f"group column {columns.group!r} holds non-integer values", bad, "Groups must be integers (e.g. 0, 1, 2)."
-        )
-    return np.asarray(ints, dtype=np.int64)
+    bad = np.array([is_nonscalar(v) for v in values], dtype=bool) & ~empty
+    table.flag("invalid_group", f"group column {columns.group!r} holds lists or mappings", bad,
+               "A group is one integer or one label per row, e.g. 0 or \"liberal\".")
+    ints = [None if e or b else as_int(v) for v, e, b in zip(values, empty, bad)]
+    usable = ~(empty | bad)
+    if all(i is not None for i, u in zip(ints, usable) if u):
+        return np.asarray([0 if i is None else i for i in ints], dtype=np.int64), None
+    labels = np.array(["" if not u else scalar_str(v).strip() for v, u in zip(values, usable)], dtype=object)
+    mapping = {label: i for i, label in enumerate(sorted(set(labels[usable])))}
+    logger.info("%s: group column %r holds labels; mapped to integers %s", table.name, columns.group, mapping)
+    return np.asarray([mapping.get(label, 0) for label in labels], dtype=np.int64), mapping
 
 
 def read_users(table: Table, columns: ColumnMap) -> np.ndarray:
@@ -400,11 +461,11 @@ def read_users(table: Table, columns: ColumnMap) -> np.ndarray:
     else:
         bad = np.array([is_null(v) or is_nonscalar(v) or not scalar_str(v).strip() for v in values], dtype=bool)
         users = np.array(["" if b else scalar_str(v) for v, b in zip(values, bad)], dtype=object)
-    if bad.any():
-        raise table.error(
-            f"user id column {columns.user_id!r} is null or empty",
-            bad,
-            "Every pair needs the id of the user who judged it; fill in or remove these rows (for data without "
-            "user ids, add a constant user_id column).",
-        )
+    table.flag(
+        "missing_user",
+        f"user id column {columns.user_id!r} is null or empty",
+        bad,
+        "Every pair needs the id of the user who judged it; fill in or remove these rows (for data without "
+        "user ids, add a constant user_id column).",
+    )
     return users

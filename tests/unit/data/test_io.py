@@ -295,8 +295,8 @@ def test_bad_split_and_group_values() -> None:
         load_pairs(base.assign(split=["train", None, "test", "train"]))
     assert_error(excinfo, "empty in some rows", "row 2 ")
     with pytest.raises(DataFormatError) as excinfo:
-        load_pairs(base.assign(group=[0, 1.5, 0, 1]))
-    assert_error(excinfo, "non-integer", "row 2 ")
+        load_pairs(base.assign(group=[0, [1], 0, 1]))
+    assert_error(excinfo, "invalid_group (1 row)", "lists or mappings", "row 2 ")
 
 
 def test_an_all_empty_optional_column_is_ignored() -> None:
