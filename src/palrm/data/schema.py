@@ -132,3 +132,59 @@ class PairData:
         if self.group is not None:
             frame["group"] = self.group
         return frame
+
+
+def concat_pairs(parts: list[PairData]) -> PairData:
+    """One PairData with the pairs of every part, in order (e.g. a file of known users and one of new users).
+
+    Texts (or embedding row keys) and user ids are merged by value, so parts loaded from different
+    files may share them. `split` and `group` are kept when every part has them; group labels
+    mapped from strings (``meta["group_labels"]``) are re-mapped over the union of the labels.
+
+    Raises:
+        ValueError: no parts, or some parts have precomputed embeddings and others texts.
+    """
+    if not parts:
+        raise ValueError("concat_pairs needs at least one PairData")
+    if len(parts) == 1:
+        return parts[0]
+    if len({p.embeddings is None for p in parts}) > 1:
+        raise ValueError("cannot concatenate pairs with precomputed embeddings and pairs with texts")
+    texts: dict[str, int] = {}
+    users: dict[str, int] = {}
+    rows: list[np.ndarray] = []
+    arrays: dict[str, list[np.ndarray]] = {"user": [], "prompt": [], "chosen": [], "rejected": []}
+    for p in parts:
+        text_map = np.array([texts.setdefault(t, len(texts)) for t in p.texts] + [NO_PROMPT], dtype=np.int64)
+        user_map = np.array([users.setdefault(u, len(users)) for u in p.user_ids], dtype=np.int64)
+        arrays["user"].append(user_map[p.user] if len(p) else p.user)
+        for name in ("prompt", "chosen", "rejected"):
+            arrays[name].append(text_map[getattr(p, name)])  # NO_PROMPT (-1) indexes the appended -1
+        if p.embeddings is not None:
+            rows.append(p.embeddings)
+    embeddings = None
+    if rows:
+        first_row = {}
+        for p, matrix in zip(parts, rows):
+            for t, vec in zip(p.texts, matrix):
+                first_row.setdefault(t, vec)
+        embeddings = np.stack([first_row[t] for t in texts]).astype(np.float32)
+    split = np.concatenate([p.split for p in parts]) if all(p.split is not None for p in parts) else None
+    group = None
+    if all(p.group is not None for p in parts):
+        label_maps = [p.meta.get("group_labels") for p in parts]
+        if any(label_maps):
+            names = [{v: k for k, v in (m or {}).items()} for m in label_maps]
+            labels = [np.array([n.get(int(g), str(int(g))) for g in p.group], dtype=object) for n, p in zip(names, parts)]
+            union = {label: i for i, label in enumerate(sorted(set(np.concatenate(labels))))}
+            group = np.array([union[x] for x in np.concatenate(labels)], dtype=np.int64)
+            meta_labels = union
+        else:
+            group = np.concatenate([p.group for p in parts])
+    meta = {"parts": [p.source for p in parts]}
+    if group is not None and any(p.meta.get("group_labels") for p in parts):
+        meta["group_labels"] = meta_labels
+    return PairData(texts=list(texts), user_ids=list(users), user=np.concatenate(arrays["user"]),
+                    prompt=np.concatenate(arrays["prompt"]), chosen=np.concatenate(arrays["chosen"]),
+                    rejected=np.concatenate(arrays["rejected"]), split=split, group=group, embeddings=embeddings,
+                    source=" + ".join(p.source for p in parts), meta=meta)

@@ -399,11 +399,12 @@ def _plain(value: Any) -> Any:
 # Writing
 
 
-def save_rejected(data: PairData, path: PathLike) -> Path | None:
-    """Write the rows `load_pairs(..., on_invalid="skip")` dropped (``data.meta["rejected"]``) as JSONL,
-    one object per row: its row / line number, the reasons, and the original record. None (and
-    nothing written) when no row was dropped."""
-    rejected = data.meta.get("rejected")
+def save_rejected(data: PairData | list[PairData], path: PathLike) -> Path | None:
+    """Write the rows `load_pairs(..., on_invalid="skip")` dropped (``meta["rejected"]`` of one or more
+    PairData) as JSONL, one object per row: the file it came from (``source``), its row / line number,
+    the reasons, and the original record. None (and nothing written) when no row was dropped."""
+    parts = [data] if isinstance(data, PairData) else list(data)
+    rejected = [{"source": p.source, **item} for p in parts for item in p.meta.get("rejected", [])]
     if not rejected:
         return None
     path = Path(path)

@@ -69,7 +69,7 @@ def test_skip_drops_exactly_the_invalid_rows_and_changes_nothing_else(tmp_path, 
 
     out = save_rejected(data, tmp_path / "run" / "rejected.jsonl")
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert lines == rejected
+    assert lines == [{"source": str(tmp_path / "dirty.jsonl"), **r} for r in rejected]
     assert save_rejected(clean, tmp_path / "none.jsonl") is None and not (tmp_path / "none.jsonl").exists()
 
 
