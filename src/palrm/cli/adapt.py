@@ -14,6 +14,7 @@ from palrm.cli.flags import (
     metrics_line,
     print_json,
     reconfigure,
+    write_rejected,
 )
 from palrm.errors import ConfigError
 
@@ -52,6 +53,7 @@ def cmd_adapt(args) -> int:
     model.adapt(data, reset=args.reset)
     target = Path(args.output or args.model)
     model.save(target)
+    write_rejected(args, target.parent)
     users = data.users_present()
     result = {
         "model": str(target),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from palrm.cli.flags import (
     add_data_flags,
     add_device_flag,
@@ -11,6 +13,7 @@ from palrm.cli.flags import (
     metrics_line,
     print_json,
     reconfigure,
+    write_rejected,
 )
 
 
@@ -32,6 +35,7 @@ def cmd_evaluate(args) -> int:
     if args.no_progress:
         reconfigure(model, {"train.progress": False})
     metrics = model.evaluate(load_data(args))
+    write_rejected(args, Path(args.model).parent)
     if not args.per_user:
         metrics.pop("per_user", None)
     if args.json:

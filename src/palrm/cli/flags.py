@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,11 +115,15 @@ def reconfigure(model, overrides: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--data, --embeddings and the column-name flags of palrm.data.ColumnMap."""
+def add_data_flags(p: argparse.ArgumentParser, required: bool = True, many: bool = False) -> None:
+    """--data (one FILE, or several with `many`), --embeddings, --on-invalid and the column-name flags of palrm.data.ColumnMap."""
     from palrm.data.io import ColumnMap
 
-    p.add_argument("--data", required=required, metavar="FILE", help="pairs: JSONL, CSV or Parquet (user_id, prompt, chosen, rejected)")
+    p.add_argument("--data", required=required, metavar="FILE", nargs="+" if many else None,
+                   help="pairs: JSONL, CSV or Parquet (user_id, prompt, chosen, rejected)" + ("; several files are read as one" if many else ""))
+    p.add_argument("--on-invalid", choices=["error", "skip"], default="error",
+                   help="invalid rows (empty or identical responses, missing user ids, ...): error = stop and list every kind "
+                   "with counts and first rows (default); skip = drop them and write them to rejected.jsonl in the run directory")
     p.add_argument("--embeddings", metavar="FILE", help="precomputed vectors (.npy, .safetensors, .parquet); then prompt/chosen/rejected hold row ids")
     g = p.add_argument_group("column names (when your files use other names)")
     for field_name, flag in ColumnMap.CLI_FLAGS.items():
@@ -133,10 +138,33 @@ def column_map(args):
 
 
 def load_data(args, path: str | None = None):
-    """The pairs of `path` (default --data) with the command's column names and --embeddings."""
+    """The pairs of `path` (default --data) with the command's column names, --embeddings and --on-invalid.
+
+    Files that had invalid rows skipped are remembered on `args` for `write_rejected`.
+    """
     from palrm.data.io import load_pairs
 
-    return load_pairs(path or args.data, columns=column_map(args), embeddings=getattr(args, "embeddings", None))
+    data = load_pairs(path or args.data, columns=column_map(args), embeddings=getattr(args, "embeddings", None),
+                      on_invalid=getattr(args, "on_invalid", "error"))
+    if data.meta.get("rejected"):
+        args.rejected_parts = [*(getattr(args, "rejected_parts", None) or []), data]
+    return data
+
+
+def write_rejected(args, run_dir) -> None:
+    """With --on-invalid skip: write the skipped rows of every file loaded to RUN_DIR/rejected.jsonl (and say so).
+
+    The per-reason counts were already logged by load_pairs (a warning on stderr).
+    """
+    from pathlib import Path
+
+    from palrm.data.tables import save_rejected
+
+    parts = getattr(args, "rejected_parts", None)
+    if parts:
+        path = save_rejected(parts, Path(run_dir) / "rejected.jsonl")
+        n = sum(len(p.meta["rejected"]) for p in parts)
+        print(f"skipped {n} invalid row{'s' if n != 1 else ''} (--on-invalid skip); written to {path}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- whose reward

@@ -23,6 +23,7 @@ from palrm.cli.flags import (
     load_data,
     metrics_line,
     print_json,
+    write_rejected,
 )
 from palrm.errors import ConfigError
 
@@ -105,8 +106,12 @@ def train_splits(args, config):
 
 
 def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, extra: dict | None = None, note: str = "") -> None:
-    """Save the model, write metrics.json and print the summary (or the JSON) of a training run."""
+    """Save the model, write metrics.json (and rejected.jsonl, group_labels.json when there are any) and
+    print the summary (or the JSON) of a training run."""
     model.save(out / "model")
+    write_rejected(args, out)
+    if data.meta.get("group_labels"):
+        (out / "group_labels.json").write_text(json.dumps(data.meta["group_labels"], indent=2))
     metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None else None}
     if test is not None:
         metrics["test"] = model.evaluate(test)
