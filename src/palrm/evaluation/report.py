@@ -545,7 +545,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4;text-align:center}td.t{text-align:left;max-width:420px;overflow-wrap:anywhere}
+th{background:#f4f4f4;text-align:center}td:first-child{white-space:nowrap}td.t{text-align:left;max-width:420px;overflow-wrap:anywhere}
 .verdict{font-size:1.08em;background:#eef5ff;border-left:4px solid #3b7dd8;padding:.6em .9em}
 .note{background:#fff8e5;border-left:4px solid #e0a800;padding:.4em .8em;margin:.4em 0}
 img{max-width:100%;display:block;margin:.6em 0}table.narrow{font-size:.82em}table.narrow th{font-weight:600}.small{color:#666;font-size:.88em}
