@@ -194,10 +194,6 @@ class Table:
         note = f" {self.note}" if self.note else ""
         return f"{self.unit}{plural} {shown}{more}{note}"
 
-    def error(self, problem: str, mask: np.ndarray | None, fix: str) -> DataFormatError:
-        where = f" at {self.rows(mask)}" if mask is not None else ""
-        return DataFormatError(f"{self.name}: {problem}{where}. {fix}")
-
 
 def invalid_rows_error(table: Table) -> DataFormatError:
     """One error listing every kind of invalid row of `table`, with its count and first rows."""
