@@ -174,7 +174,8 @@ def _personalized(model) -> bool:
 
 def _label(model) -> str:
     kind = model.config_.model.kind
-    return "BTL" if kind == "btl" else f"{kind.upper()} (K={model.k})"
+    offset = getattr(model.config_.model, "offset", "none")  # the richer user model (issue 9), where present
+    return "BTL" if kind == "btl" else f"{kind.upper()} (K={model.k}" + ("" if offset in (None, "none") else f", {offset} offset") + ")"
 
 
 def _train_btl(model, parts: DividedPairs):
