@@ -106,32 +106,25 @@ def resolve_format(path: Path, fmt: str | None) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 def _read_jsonl(path: Path, text: str) -> Table:
+    """The JSON objects of a JSONL text; lines that are not objects go to `Table.malformed` (load_pairs reports them)."""
     records: list[dict] = []
     numbers: list[int] = []
-    bad: list[tuple[int, str]] = []
+    bad: list[tuple[int, str, str]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            bad.append((lineno, f"{exc.msg} at column {exc.colno}"))
+            bad.append((lineno, f"{exc.msg} at column {exc.colno}", line))
             continue
         if not isinstance(record, dict):
-            bad.append((lineno, f"expected a JSON object, got {type(record).__name__}"))
+            bad.append((lineno, f"expected a JSON object, got {type(record).__name__}", line))
             continue
         records.append(record)
         numbers.append(lineno)
-    if bad:
-        shown = ", ".join(str(n) for n, _ in bad[:MAX_ROWS_SHOWN])
-        more = f" and {len(bad) - MAX_ROWS_SHOWN} more" if len(bad) > MAX_ROWS_SHOWN else ""
-        raise DataFormatError(
-            f"{path}: malformed JSON on line{'s' if len(bad) > 1 else ''} {shown}{more} (line {bad[0][0]}: "
-            f"{bad[0][1]}). JSONL needs one JSON object per line, e.g. "
-            '{"user_id": "u1", "prompt": "...", "chosen": "...", "rejected": "..."}; fix or remove those lines.'
-        )
     frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
-    return Table(frame.astype(object), str(path), "line", np.asarray(numbers, dtype=np.int64))
+    return Table(frame.astype(object), str(path), "line", np.asarray(numbers, dtype=np.int64), malformed=bad)
 
 
 def _read_json(path: Path, text: str) -> Table:
@@ -155,7 +148,8 @@ def _read_json(path: Path, text: str) -> Table:
 
 
 def read_table(source: PathLike | pd.DataFrame, fmt: str | None) -> Table:
-    """Read `source` into a `Table` of object columns, raising DataFormatError on any failure."""
+    """Read `source` into a `Table` of object columns, raising DataFormatError on any failure (JSONL lines that
+    are not JSON objects are kept aside in `Table.malformed`)."""
     if isinstance(source, pd.DataFrame):
         return Table(source.astype(object), "<DataFrame>", "row", np.arange(1, len(source) + 1), "(1-based positions)")
     if not isinstance(source, (str, os.PathLike)):
@@ -224,6 +218,8 @@ def load_pairs(
     columns = columns or ColumnMap()
     table = read_table(source, fmt)
     frame = table.frame
+    if len(frame) == 0 and table.malformed:
+        raise invalid_rows_error(table)
     if len(frame) == 0:
         header = f" (columns: {', '.join(map(str, frame.columns))})" if len(frame.columns) else ""
         raise DataFormatError(
@@ -363,12 +359,12 @@ def load_pairs(
 def _drop_invalid(table: Table, on_invalid: str, meta: dict) -> np.ndarray | None:
     """None when every row is valid; else raise (on_invalid="error") or return the rows to keep (and
     describe the dropped ones in `meta`)."""
-    if not table.problems:
+    if not table.problems and not table.malformed:
         return None
     if on_invalid == "error":
         raise invalid_rows_error(table)
     bad = table.invalid()
-    if bad.all():
+    if bad.all() and len(bad):
         raise DataFormatError(f"{table.name}: every row is invalid, nothing is left to load.\n" + str(invalid_rows_error(table)))
     reasons: dict[int, list[str]] = {}
     for p in table.problems:
@@ -379,9 +375,14 @@ def _drop_invalid(table: Table, on_invalid: str, meta: dict) -> np.ndarray | Non
     meta["rejected"] = [{table.unit.replace(" ", "_"): int(table.numbers[i]), "reasons": reasons[i],
                          "record": {str(k): _plain(v) for k, v in record.items()}}
                         for i, record in zip(sorted(reasons), records)]
+    meta["rejected"] += [{"line": n, "reasons": ["malformed_json"], "raw": raw} for n, _, raw in table.malformed]
+    meta["rejected"].sort(key=lambda r: next(iter(r.values())))  # in file order
     counts = {p.reason: sum(p.reason in r for r in reasons.values()) for p in table.problems}  # rows per reason
+    if table.malformed:
+        counts["malformed_json"] = len(table.malformed)
     meta["rejected_counts"] = counts
-    logger.warning("%s: skipped %d invalid rows of %d (%s)", table.name, int(bad.sum()), len(bad),
+    logger.warning("%s: skipped %d invalid rows of %d (%s)", table.name, int(bad.sum()) + len(table.malformed),
+                   len(bad) + len(table.malformed),
                    ", ".join(f"{k} {v}" for k, v in counts.items()))
     return ~bad
 

@@ -168,6 +168,7 @@ class Table:
     numbers: np.ndarray  # (n,) int64: the 1-based number of every frame row in `unit`s
     note: str = ""  # appended after row lists, e.g. "(1-based, header not counted)"
     problems: list[RowProblem] = dataclasses.field(default_factory=list)
+    malformed: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)  # JSONL lines that are not objects: (line, why, text)
 
     def flag(self, reason: str, problem: str, mask: np.ndarray, fix: str) -> None:
         """Record invalid rows (`mask`); the checks go on, `load_pairs` decides what to do with them."""
@@ -198,8 +199,16 @@ class Table:
 def invalid_rows_error(table: Table) -> DataFormatError:
     """One error listing every kind of invalid row of `table`, with its count and first rows."""
     bad = table.invalid()
-    lines = [f"{table.name}: {int(bad.sum())} of {len(bad)} rows are invalid ({len(table.problems)} kind"
-             f"{'s' if len(table.problems) != 1 else ''} of problem); nothing was loaded:"]
+    kinds = len(table.problems) + bool(table.malformed)
+    lines = [f"{table.name}: {int(bad.sum()) + len(table.malformed)} of {len(bad) + len(table.malformed)} rows are invalid "
+             f"({kinds} kind{'s' if kinds != 1 else ''} of problem); nothing was loaded:"]
+    if table.malformed:
+        numbers = [n for n, _, _ in table.malformed]
+        shown = ", ".join(map(str, numbers[:MAX_ROWS_SHOWN]))
+        more = f" and {len(numbers) - MAX_ROWS_SHOWN} more" if len(numbers) > MAX_ROWS_SHOWN else ""
+        lines.append(f"  - malformed_json ({len(numbers)} line{'s' if len(numbers) != 1 else ''}): malformed JSON on "
+                     f"line{'s' if len(numbers) != 1 else ''} {shown}{more} (line {numbers[0]}: {table.malformed[0][1]}). JSONL "
+                     'needs one JSON object per line, e.g. {"user_id": "u1", "prompt": "...", "chosen": "...", "rejected": "..."}.')
     for p in table.problems:
         lines.append(f"  - {p.reason} ({int(p.mask.sum())} row{'s' if p.mask.sum() != 1 else ''}): {p.problem} at "
                      f"{table.rows(p.mask)}. {p.fix}")

@@ -108,3 +108,23 @@ def test_on_invalid_value_and_everything_invalid(tmp_path):
         load_pairs(frame, on_invalid="drop")
     with pytest.raises(DataFormatError, match="every row is invalid"):
         load_pairs(frame.assign(rejected=frame.chosen), on_invalid="skip")
+
+
+def test_malformed_json_lines_are_one_more_kind_of_problem(tmp_path):
+    rows = [json.dumps(good(i, f"u{i % 2}")) for i in range(6)]
+    rows[1] = '{"user_id": "u1", "chosen": "x"'  # truncated
+    rows[4] = '["a", "list"]'
+    bad_value = good(9)
+    bad_value["rejected"] = bad_value["chosen"]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(rows + [json.dumps(bad_value)]) + "\n")
+    with pytest.raises(DataFormatError) as excinfo:
+        load_pairs(path)
+    msg = str(excinfo.value)
+    assert "3 of 7 rows are invalid (2 kinds of problem)" in msg
+    assert "malformed_json (2 lines)" in msg and "lines 2, 5" in msg and "identical_responses (1 row)" in msg
+    data = load_pairs(path, on_invalid="skip")
+    assert len(data) == 4 and data.meta["rejected_counts"] == {"identical_responses": 1, "malformed_json": 2}
+    assert [(r["line"], r["reasons"]) for r in data.meta["rejected"]] == [(2, ["malformed_json"]), (5, ["malformed_json"]),
+                                                                          (7, ["identical_responses"])]
+    assert data.meta["rejected"][0]["raw"] == rows[1]
