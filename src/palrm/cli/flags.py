@@ -121,7 +121,7 @@ def add_data_flags(p: argparse.ArgumentParser, required: bool = True, many: bool
 
     p.add_argument("--data", required=required, metavar="FILE", nargs="+" if many else None,
                    help="pairs: JSONL, CSV or Parquet (user_id, prompt, chosen, rejected)" + ("; several files are read as one" if many else ""))
-    p.add_argument("--on-invalid", choices=["error", "skip"], default="error",
+    p.add_argument("--on-invalid", choices=["error", "skip"], default=None,
                    help="invalid rows (empty or identical responses, missing user ids, ...): error = stop and list every kind "
                    "with counts and first rows (default); skip = drop them and write them to rejected.jsonl in the run directory")
     p.add_argument("--embeddings", metavar="FILE", help="precomputed vectors (.npy, .safetensors, .parquet); then prompt/chosen/rejected hold row ids")
@@ -145,7 +145,7 @@ def load_data(args, path: str | None = None):
     from palrm.data.io import load_pairs
 
     data = load_pairs(path or args.data, columns=column_map(args), embeddings=getattr(args, "embeddings", None),
-                      on_invalid=getattr(args, "on_invalid", "error"))
+                      on_invalid=getattr(args, "on_invalid", None) or "error")
     if data.meta.get("rejected"):
         args.rejected_parts = [*(getattr(args, "rejected_parts", None) or []), data]
     return data

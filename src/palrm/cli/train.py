@@ -30,7 +30,7 @@ from palrm.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 RUN_ARGS = "run_args.json"
-DATA_ARGS = ("data", "val", "embeddings", "val_frac", "memmap", "val_memmap")
+DATA_ARGS = ("data", "val", "embeddings", "val_frac", "memmap", "val_memmap", "on_invalid")
 SCALE_SHORTCUTS = ("finetune", "grad_accum", "checkpoint_every")
 
 
