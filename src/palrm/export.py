@@ -32,6 +32,18 @@ from safetensors.torch import load_file, save_file
 
 from palrm import __version__
 from palrm.atomic import atomic_directory
+from palrm.core import (
+    Embedder,
+    FittedModel,
+    as_pairs,
+    build_encoder,
+    check_encoder,
+    check_format_version,
+    encoder_spec,
+    resolve_device,
+    score_texts,
+    score_vectors,
+)
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
 
 logger = logging.getLogger(__name__)
@@ -47,25 +59,24 @@ __all__ = ["ScalarRewardModel", "export_scalar"]
 BACKBONE_DIR = "backbone"
 
 
-def _mixture(model, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict]:
+def _mixture(state, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict]:
     """(weights (K,), description) of whose reward is exported."""
-    model._check_fitted()
-    k = model.net_.k
-    if not model.net_.has_users:
+    k = state.net.k
+    if not state.net.has_users:
         if user_id is not None:
             logger.warning("export: the BTL baseline has one reward for everybody; user %r is ignored", user_id)
         return np.ones(1, dtype=np.float32), {"source": "btl", "description": "the BTL baseline's single reward (no users)"}
     if user_id is not None and weights is not None:
         raise ConfigError("export: give either a user id or mixture weights, not both")
     if user_id is not None:
-        model.net_.eval()
-        w = model.user_weights(str(user_id))  # UnknownUserError names the fix
+        state.net.eval()
+        w = state.user_weights(str(user_id))  # UnknownUserError names the fix
         return w.astype(np.float32), {"source": "user", "user_id": str(user_id), "description": f"user {user_id!r}"}
     if weights is None:
         raise ConfigError("export: say whose reward to export: a user id, 'population', 'group:K' or K mixture weights")
-    w = model._resolve_weights(weights).cpu().numpy().astype(np.float32)
+    w = state.resolve_weights(weights).cpu().numpy().astype(np.float32)
     if isinstance(weights, str) and weights == "population":
-        desc = {"source": "population", "description": f"the population (mean weights of {len(model.users_)} users)"}
+        desc = {"source": "population", "description": f"the population (mean weights of {len(state.users)} users)"}
     elif isinstance(weights, str):
         g = int(weights.split(":", 1)[1])
         desc = {"source": "group", "group": g, "description": f"prototype {g} alone (group {g} of K={k})"}
@@ -118,34 +129,39 @@ def export_scalar(
 ) -> Path:
     """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k') to `out_dir`.
 
+    `model`: a fitted `PALRewardModel` or its `palrm.core.FittedModel`.
+
     `eval_pairs` (PairData / DataFrame / path), when given, is scored with the exported reward and its
     accuracy goes into config.json and the model card (only that user's pairs when `user_id` is given).
     Writing is atomic: a failed export leaves an earlier directory intact.
     """
-    if model.precomputed_:
+    state = model if isinstance(model, FittedModel) else getattr(model, "fitted_", None)
+    if state is None:
+        raise PalrmError("this PALRewardModel is not fitted yet: call fit(train) or PALRewardModel.load(dir) first")
+    if state.precomputed:
         raise PalrmError("this model was trained on precomputed embeddings, not texts; a scalar text reward "
                          "model cannot be exported from it")
-    w, mixture = _mixture(model, user_id, weights)
+    w, mixture = _mixture(state, user_id, weights)
     mixture["weights"] = [float(x) for x in w]
     source_dir = Path(source) if source is not None else None
-    cfg = model.config_
-    encoder = model._encoder()
+    cfg = state.config
+    encoder = state.embedder.encoder
     meta = {
         "format": SCALAR_FORMAT,
         "format_version": SCALAR_FORMAT_VERSION,
         "palrm_version": __version__,
-        "kind": model.net_.kind,
-        "input_dim": model.input_dim_,
+        "kind": state.net.kind,
+        "input_dim": state.input_dim,
         "encoder": {"spec": cfg.encoder.spec, "identity": getattr(encoder, "identity", None)},
         "mixture": mixture,
-        "source_model": {"path": str(source_dir) if source_dir else None, "num_users": len(model.users_),
-                         "k": model.net_.k},
+        "source_model": {"path": str(source_dir) if source_dir else None, "num_users": len(state.users),
+                         "k": state.net.k},
         "config": cfg.to_dict(),
         "metrics": _metrics_near(source_dir),
         "eval": None,
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits.")}
-    state[MIXTURE_KEY] = torch.from_numpy(w.copy())
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
+    tensors[MIXTURE_KEY] = torch.from_numpy(w.copy())
     out_dir = Path(out_dir)
     if source_dir is not None and out_dir.resolve() == source_dir.resolve():
         raise PalrmError(f"{out_dir} is the model being exported; export to another directory (-o)")
@@ -153,13 +169,13 @@ def export_scalar(
         raise PalrmError(f"{out_dir} exists and is not an earlier scalar export (left untouched); export to a new or "
                          "empty directory, or to an earlier `palrm export` output to replace it")
     with atomic_directory(out_dir) as tmp:
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
-        if getattr(model, "backbone_", None) is not None:  # PAL-Large: the fine-tuned backbone travels inside
-            model.backbone_.save(tmp / BACKBONE_DIR)
-            meta["backbone"] = {**model.backbone_.describe(), "path": BACKBONE_DIR}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": SCALAR_FORMAT, "palrm": __version__})
+        if state.backbone is not None:  # PAL-Large: the fine-tuned backbone travels inside
+            state.backbone.save(tmp / BACKBONE_DIR)
+            meta["backbone"] = {**state.backbone.describe(), "path": BACKBONE_DIR}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         if eval_pairs is not None:
-            meta["eval"] = _evaluate_export(tmp, model, eval_pairs, user_id if mixture["source"] == "user" else None)
+            meta["eval"] = _evaluate_export(tmp, state, eval_pairs, user_id if mixture["source"] == "user" else None)
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         (tmp / CARD_FILE).write_text(_model_card(meta, out_dir.name))
     return out_dir
@@ -173,15 +189,15 @@ def _is_scalar_export(directory: Path) -> bool:
         return False
 
 
-def _evaluate_export(directory: Path, model, pairs, user_id: str | None) -> dict:
-    data = model._as_pairs(pairs, "evaluation pairs")
+def _evaluate_export(directory: Path, state, pairs, user_id: str | None) -> dict:
+    data = as_pairs(pairs, "evaluation pairs")
     if data.embeddings is not None:
         raise DataFormatError(f"{data.source}: evaluation pairs must hold texts, not embedding row ids")
     if user_id is not None:
         data = data.for_users([user_id])
     if len(data) == 0:
         raise DataFormatError(f"{data.source}: no evaluation pairs" + (f" of user {user_id!r}" if user_id else ""))
-    rm = ScalarRewardModel.from_pretrained(directory, device=model.config_.train.device)
+    rm = ScalarRewardModel.from_pretrained(directory, device=state.device, encoder=state.embedder.encoder)
     prompts = [data.texts[i] if i >= 0 else None for i in data.prompt]
     chosen = [data.texts[i] for i in data.chosen]
     rejected = [data.texts[i] for i in data.rejected]
@@ -245,17 +261,25 @@ class ScalarRewardModel:
     every response), None (no prompt), or a sequence as long as `responses`.
     """
 
-    def __init__(self, net, weights: torch.Tensor, meta: dict, *, device: str = "cpu", use_cache: bool = False) -> None:
+    def __init__(self, net, weights: torch.Tensor, meta: dict, *, device: str = "cpu", use_cache: bool = False,
+                 config=None, encoder=None) -> None:
+        from palrm.config import PALConfig
+
         self.net = net
         self.weights = weights
         self.meta = meta
         self.device = device
         self.use_cache = use_cache
-        self._encoder = None
+        self.config = config if config is not None else PALConfig.from_dict(meta["config"])
+        self.config.encoder.use_cache = bool(use_cache)  # off: nothing read from or written to the disk cache
+        self._embedder = Embedder(self.config.encoder, encoder, device=device)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | None = None, use_cache: bool = False) -> "ScalarRewardModel":
-        """Load an exported directory (JSON + safetensors only). `use_cache` keeps embeddings on disk."""
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | None = None, use_cache: bool = False,
+                        encoder=None) -> "ScalarRewardModel":
+        """Load an exported directory (JSON + safetensors only). `use_cache` also writes new embeddings to the
+        on-disk cache (it is always read). `encoder`: the Encoder object to use instead of rebuilding the saved spec
+        (its identity must match the saved one). `device`: default the CPU."""
         from palrm.config import PALConfig
         from palrm.models import build_net
 
@@ -271,10 +295,10 @@ class ScalarRewardModel:
         if meta.get("format") != SCALAR_FORMAT:
             hint = " (this is a full PAL model: load it with PALRewardModel.load)" if "num_users" in meta else ""
             raise ModelFileError(f"{directory / CONFIG_FILE}: not a {SCALAR_FORMAT} file{hint}")
-        if int(meta.get("format_version", 0)) > SCALAR_FORMAT_VERSION:
-            raise ModelFileError(f"{directory} was written by a newer palrm (format {meta['format_version']}); upgrade palrm")
+        check_format_version(meta, SCALAR_FORMAT_VERSION, directory)
         config = PALConfig.from_dict(meta["config"], where=str(directory / CONFIG_FILE))
-        device = device or "cpu"
+        device = resolve_device(device, "cpu")
+        config.train.device = device
         net = build_net(config.model, int(meta["input_dim"]), 1)
         try:
             state = load_file(str(directory / WEIGHTS_FILE))
@@ -288,35 +312,34 @@ class ScalarRewardModel:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{directory / WEIGHTS_FILE} does not match its config.json ({exc})") from None
-        model = cls(net.to(device).eval(), weights.to(device), meta, device=device, use_cache=use_cache)
-        model.config = config
         if meta.get("backbone"):  # a fine-tuned backbone (PAL-Large) exported with the heads
             from palrm.finetune import BackboneEncoder
 
-            model._encoder = BackboneEncoder.load(directory / meta["backbone"].get("path", BACKBONE_DIR), device=device,
-                                                  bf16=config.finetune.bf16)
-        return model
+            encoder = BackboneEncoder.load(directory / meta["backbone"].get("path", BACKBONE_DIR), device=device,
+                                           bf16=config.finetune.bf16)
+        elif encoder is not None:
+            check_encoder(encoder, meta["encoder"].get("identity"), encoder_spec(encoder), directory)
+        return cls(net.to(device).eval(), weights.to(device), meta, device=device, use_cache=use_cache, config=config,
+                   encoder=encoder)
 
     @property
     def encoder(self):
-        if self._encoder is None:
-            from palrm.encoders import make_encoder
-
-            enc = make_encoder(self.meta["encoder"]["spec"])
-            expected = self.meta["encoder"].get("identity")
-            if expected and getattr(enc, "identity", None) != expected:
-                raise ModelFileError(f"encoder {self.meta['encoder']['spec']!r} now has identity {enc.identity!r}, but this "
-                                     f"reward model was exported with {expected!r}; its rewards would be meaningless")
-            self._encoder = enc
-        return self._encoder
+        """The text encoder (the saved spec, rebuilt and its identity checked on first use)."""
+        if not self._embedder.loaded:
+            spec = self.meta["encoder"]["spec"]
+            if spec == "custom" or spec.startswith("hf:<"):
+                raise ModelFileError(f"this reward model was exported from a model built with an encoder object ({spec!r}); "
+                                     "pass it: ScalarRewardModel.from_pretrained(dir, encoder=obj)")
+            enc = build_encoder(spec, self.device)
+            check_encoder(enc, self.meta["encoder"].get("identity"), spec, "this reward model")
+            self._embedder.encoder = enc
+        return self._embedder.encoder
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        from palrm.encoders import embed_texts
-
-        enc_cfg = self.config.encoder
-        vecs = embed_texts(list(texts), self.encoder, cache_dir=enc_cfg.cache_dir, use_cache=self.use_cache,
-                           batch_size=enc_cfg.batch_size, progress=False)
-        return torch.from_numpy(np.asarray(vecs, dtype=np.float32)).to(self.device)
+        """(len(texts), D) float32 vectors on the model's device."""
+        self.encoder  # noqa: B018 - builds and checks the encoder
+        vecs = self._embedder.embed(list(texts), store=self.use_cache)
+        return torch.from_numpy(vecs).to(self.device)
 
     def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str]) -> torch.Tensor:
         """Rewards (n,) float32 of `responses` (each for its prompt)."""
@@ -335,25 +358,15 @@ class ScalarRewardModel:
             raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
         if n == 0:
             return torch.zeros(0)
-        texts = sorted({*(p for p in prompts if p), *responses})
-        pos = {t: i for i, t in enumerate(texts)}
-        table = self.embed(texts)
-        dim = table.shape[1]
-        if dim != int(self.meta["input_dim"]):
-            raise ModelFileError(f"the encoder gives {dim}-d vectors, this model expects {self.meta['input_dim']}")
-        p_idx = torch.tensor([pos[p] if p else -1 for p in prompts], device=self.device)
-        x_idx = torch.tensor([pos[x] for x in responses], device=self.device)
-        with torch.no_grad():
-            p_vec = torch.where((p_idx >= 0)[:, None], table[p_idx.clamp(min=0)], torch.zeros((), device=self.device))
-            w = self.weights.to(table.dtype).expand(n, -1)
-            return self.net.score(w, p_vec, table[x_idx]).cpu()
+        w = self.weights.float().expand(n, -1)  # (n, K)
+        return score_texts(self.net, w, prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
+                           input_dim=int(self.meta["input_dim"]))
 
     def score_embeddings(self, prompt_vectors: torch.Tensor | None, response_vectors: torch.Tensor) -> torch.Tensor:
         """Rewards from precomputed vectors (n, D) (prompt None: no prompt)."""
         x = torch.as_tensor(response_vectors, dtype=torch.float32, device=self.device)
         p = torch.zeros_like(x) if prompt_vectors is None else torch.as_tensor(prompt_vectors, dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            return self.net.score(self.weights.expand(x.shape[0], -1), p, x).cpu()
+        return score_vectors(self.net, self.weights.expand(x.shape[0], -1), p, x)
 
     def __repr__(self) -> str:
         return (f"ScalarRewardModel(kind={self.meta['kind']!r}, encoder={self.meta['encoder']['spec']!r}, "

@@ -56,8 +56,8 @@ def test_exported_mixture_reward_difference_is_the_pal_logit(model_dir, pairs, t
     rm = ScalarRewardModel.from_pretrained(export_scalar(model, tmp_path / "rm", weights=weights))
     prompts, chosen, rejected = _pair_texts(pairs)
     diff = (rm(prompts, chosen) - rm(prompts, rejected)).numpy()
-    w = model._resolve_weights(weights)
-    table = torch.from_numpy(model._embed_texts(list(pairs.texts)))
+    w = torch.from_numpy(model.mixture_weights(weights))
+    table = torch.from_numpy(model.encoder_.encode(list(pairs.texts)))
     table = torch.cat([table, torch.zeros(1, table.shape[1])])
     p = torch.as_tensor(pairs.prompt).clone()
     p[p < 0] = table.shape[0] - 1

@@ -154,7 +154,7 @@ def test_failed_save_keeps_the_earlier_model(fitted, tmp_path, monkeypatch):
     model = fitted["btl"]
     target = model.save(tmp_path / "m")
     before = (target / "model.safetensors").read_bytes()
-    import palrm.reward_model as rm
+    import palrm.core.persist as rm
 
     def boom(*a, **k):
         raise OSError("disk full")

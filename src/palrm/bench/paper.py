@@ -191,16 +191,12 @@ def _split_unseen(pairs: PairData, unseen: list[str], seed: int, max_shots: int 
 
 
 def _curve(model, shots, test, ns=SHOTS, **adapt) -> dict:
-    if adapt:
-        saved = dict(model.overrides)
-        model.overrides.update({f"adapt.{k}": v for k, v in adapt.items()})
-        model._cfg = model._config()
+    saved = {f"adapt.{k}": getattr(model.config_.adapt, k) for k in adapt}
+    model.set_params(**{f"adapt.{k}": v for k, v in adapt.items()})
     try:
         curve = model.few_shot_curve(shots, test, ns=ns)
     finally:
-        if adapt:
-            model.overrides = saved
-            model._cfg = model._config()
+        model.set_params(**saved)
     return curve
 
 

@@ -99,7 +99,8 @@ def time_to_accuracy(sp, seed: int) -> tuple[dict, dict]:
 def adapt_latency(model, ds, pairs, seed: int, encoder: str, n_big: int, repeats: int) -> dict:
     """One new user with 20 pairs (facade and core), and `n_big` new users x 20 pairs at once."""
     from palrm.data.persona import build_persona
-    from palrm.training import adapt_user_logits, indexed
+    from palrm.core import pair_index, pair_table
+    from palrm.training import adapt_user_logits
 
     user = ds.unseen_users[0]
     one = pairs.for_users([user]).compact_users()
@@ -108,8 +109,8 @@ def adapt_latency(model, ds, pairs, seed: int, encoder: str, n_big: int, repeats
     med, times = _median_time(lambda: model.adapt(one, reset=True), repeats, warmup=3)
     res["one_user_facade_ms"] = round(med * 1000, 2)
     res["one_user_facade_ms_all"] = [round(t * 1000, 2) for t in times]
-    table = model._table(one)
-    idx = indexed(np.zeros(20, dtype=np.int64), one.prompt, one.chosen, one.rejected, table.shape[0] - 1)
+    table = pair_table(model.fitted_, one)
+    idx = pair_index(one, np.zeros(20, dtype=np.int64), table)
     init = torch.zeros(1, model.k)
     med, _ = _median_time(lambda: adapt_user_logits(model.net_, table, idx, 1, model.config_.adapt, init), repeats, warmup=3)
     res["one_user_core_ms"] = round(med * 1000, 2)
@@ -137,9 +138,7 @@ def _clone(model):
     import copy
 
     fresh = copy.copy(model)
-    fresh.net_ = copy.deepcopy(model.net_)
-    fresh.users_ = list(model.users_)
-    fresh.user_index_ = dict(model.user_index_)
+    fresh.fitted_ = model.fitted_.copy_users()
     return fresh
 
 
@@ -167,8 +166,8 @@ def text_overhead(ds, seed: int, n_items: int, repeats: int) -> dict:
     seen = ds.pairs.for_users(ds.seen_users[:30]).compact_users()
     sp = split_pairs(seen, val_frac=0.1, test_frac=0.0, seed=seed)
     model = PALRewardModel(kind="pal-b", k=3, encoder="minilm", progress=False, seed=seed, epochs=3).fit(sp.train)
-    model._cfg.encoder.use_cache = False
-    enc = model._encoder()
+    model.config_.encoder.use_cache = False
+    enc = model.encoder_
     responses = list(ds.statements[:n_items])
     prompts = [PERSONA_PROMPT] * n_items
     users = [model.users_[i % len(model.users_)] for i in range(n_items)]

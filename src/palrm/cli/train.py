@@ -133,7 +133,7 @@ def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, 
 
 # ---------------------------------------------------------------------------------------------- resumable runs
 def _resumable(args, config) -> bool:
-    from palrm.training.scaled import needs_scaled_fit
+    from palrm.core import needs_streaming_fit as needs_scaled_fit
 
     return bool(args.resume or args.checkpoint_every or args.memmap) or needs_scaled_fit(config)
 

@@ -230,10 +230,12 @@ class EmbeddingCache:
         *,
         batch_size: int = 32,
         progress: bool = True,
+        write: bool = True,
     ) -> np.ndarray:
         """Embed ``texts`` with ``encoder``, computing only the texts not cached yet.
 
-        Missing texts are de-duplicated, embedded in chunks and written to disk as they finish.
+        Missing texts are de-duplicated, embedded in chunks and written to disk as they finish
+        (``write=False``: embedded in memory and returned, nothing is written or kept).
 
         Returns:
             float32 ``(len(texts), dim)`` in the order of ``texts``.
@@ -255,6 +257,15 @@ class EmbeddingCache:
             len(missing),
             encoder.identity,
         )
+        if missing and not write:
+            todo = list(missing.items())
+            vectors = check_output(encoder.encode([t for _, t in todo], batch_size=batch_size, progress=False),
+                                   len(todo), store.dim, f"encoder {encoder.spec!r}")
+            fresh = {d: vectors[i] for i, (d, _) in enumerate(todo)}
+            out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            for i, digest in enumerate(digests):
+                out[i] = fresh[digest] if digest in fresh else store.index[digest]
+            return out
         if missing:
             todo = list(missing.items())
             step = max(1, min(self.shard_size, batch_size * 8))  # granularity of the progress bar

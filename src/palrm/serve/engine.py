@@ -1,8 +1,14 @@
 """The reward engine behind `palrm serve`: one model, one model thread, a micro-batcher, the user store.
 
-Every use of the model (reward batches, adapts, reading a user's weights) runs on ONE worker thread,
-so the in-memory user table is never read while an adapt is changing it, and adapts of the same
-user run one after another in arrival order (last write wins, in memory and in SQLite alike).
+Every use of the model (reward batches, adapts, reading a user's weights, resolving "population"
+weights) runs on ONE worker thread, so the in-memory user table is never read while an adapt is
+changing it, and adapts of the same user run one after another in arrival order (last write wins,
+in memory and in SQLite alike). The engine works on the model's `palrm.core.FittedModel`.
+
+Adapting a user re-fits on ALL the pairs the service received for them (the stored ones and the
+new ones), so adapting twice equals adapting once on the union: a new user from the population, a
+user of the trained model from their trained weights.
+An adapt whose store write fails is rolled back (a new user's row is removed again).
 
 Micro-batching: reward requests put their items on a queue; a single asyncio task takes everything
 queued (up to `max_batch_items`) and scores it in one `PALRewardModel.reward_batch` call, i.e. one
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from palrm import core
 from palrm.errors import ConfigError, PalrmError, UnknownUserError
 from palrm.serve.store import UserStore, default_store_path, model_fingerprint
 
@@ -75,15 +82,16 @@ class RewardEngine:
         self.model_dir = Path(model_dir)
         self.settings = settings
         self.model = PALRewardModel.load(self.model_dir, device=settings.device)
-        if self.model.precomputed_:
+        self.state: core.FittedModel = self.model.fitted_
+        if self.state.precomputed:
             raise PalrmError(f"{model_dir} was trained on precomputed embeddings; the service scores texts, so it needs a "
                              "model trained on texts")
-        cfg = self.model.config_
+        cfg = self.state.config
         cfg.encoder.use_cache = settings.embedding_cache  # completions are unique: no unbounded disk cache by default
         cfg.train.progress = False
-        self.has_users = self.model.net_.has_users
-        self.k = self.model.net_.k
-        self.trained_users = set(self.model.users_)
+        self.has_users = self.state.net.has_users
+        self.k = self.state.net.k
+        self.trained_users = set(self.state.users)
         store_path = Path(settings.store_path) if settings.store_path else default_store_path(self.model_dir)
         if store_path.resolve().parent == self.model_dir.resolve():
             raise ConfigError(f"--store {store_path}: the user store must not live inside the model directory "
@@ -91,7 +99,7 @@ class RewardEngine:
         self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.k)
         n = self._apply_store()
         logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
-        self.model._embed_texts(["palrm warm-up"])  # load the encoder now, not on the first request
+        self.state.embedder.embed(["palrm warm-up"], store=False)  # load the encoder now, not on the first request
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-model")
         self._queue: list[tuple[list[Item], asyncio.Future]] = []
         self._queued_items = 0
@@ -102,17 +110,9 @@ class RewardEngine:
         self.batched_items = 0
 
     # ------------------------------------------------------------------ users (model thread only)
-    def _set_logits(self, user_id: str, logits: torch.Tensor) -> None:
-        m = self.model
-        with torch.no_grad():
-            if user_id in m.user_index_:
-                m.net_.user_logits.weight[m.user_index_[user_id]] = logits.to(m.net_.user_logits.weight)
-            else:
-                m.net_.grow_users(1, init=logits[None])
-                m.user_index_[user_id] = len(m.users_)
-                m.users_.append(user_id)
-
     def _apply_store(self) -> int:
+        """Put the store's users into the model's user table: one growth of the table for all of them."""
+        self._trained_logits: dict[str, torch.Tensor] = {}  # trained users' weights before the service adapted them
         if not self.has_users:
             return 0
         rows = self.store.all()
@@ -120,16 +120,18 @@ class RewardEngine:
             if len(row.logits) != self.k:
                 raise ConfigError(f"user store {self.store.path}: user {row.user_id!r} has {len(row.logits)} weights, "
                                   f"the model has K={self.k}")
-            self._set_logits(row.user_id, torch.tensor(row.logits, dtype=torch.float32))
+        self._trained_logits = {r.user_id: self.state.user_logits(r.user_id) for r in rows if r.user_id in self.trained_users}
+        if rows:
+            self.state.set_user_logits([r.user_id for r in rows], torch.tensor([r.logits for r in rows], dtype=torch.float32))
         return len(rows)
 
     def user_info_sync(self, user_id: str) -> dict:
-        m = self.model
+        state = self.state
         if not self.has_users:
             raise ConfigError("this model is the BTL baseline: it has one reward for everybody and no per-user weights")
-        if user_id not in m.user_index_:
+        if user_id not in state.user_index:
             raise unknown_user(user_id)
-        weights = m.user_weights(user_id)
+        weights = state.user_weights(user_id)
         stored = self.store.get(user_id)
         return {"user_id": user_id, "weights": [float(x) for x in weights],
                 "source": "store" if stored else "model",
@@ -139,29 +141,38 @@ class RewardEngine:
     def adapt_sync(self, user_id: str, pairs: list[dict]) -> dict:
         import pandas as pd
 
-        m = self.model
+        state = self.state
         if not self.has_users:
             raise ConfigError("this model is the BTL baseline: it has no per-user weights to adapt")
-        frame = pd.DataFrame([{"user_id": user_id, "prompt": p.get("prompt") or "", "chosen": p["chosen"],
-                               "rejected": p["rejected"]} for p in pairs])
-        known = user_id in m.user_index_
-        old = m.net_.user_logits.weight[m.user_index_[user_id]].detach().clone() if known else None
-        m.adapt(frame)
-        row = m.user_index_[user_id]
-        logits = m.net_.user_logits.weight[row].detach().cpu()
-        weights = m.user_weights(user_id)
+        pairs = [{"prompt": p.get("prompt") or "", "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+        stored = self.store.pairs(user_id)
+        every = stored + pairs  # the user's pairs so far and the new ones: "add data"
+        frame = pd.DataFrame([{"user_id": user_id, **p} for p in every])
+        known = user_id in state.user_index
+        old = state.user_logits(user_id) if known else None
+        trained = user_id in self.trained_users
+        if trained and user_id in self._trained_logits:  # start again from the trained weights
+            state.set_user_logits([user_id], self._trained_logits[user_id][None])
         try:
-            version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], len(pairs))
+            new = core.adapt(state, core.as_pairs(frame, "adapt pairs"), reset=not trained)
+        except Exception:
+            if known:
+                state.set_user_logits([user_id], old[None])
+            raise
+        logits = state.user_logits(user_id)
+        weights = state.user_weights(user_id)
+        try:
+            version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], pairs)
+            if trained and user_id not in self._trained_logits:
+                self._trained_logits[user_id] = old
         except Exception:
             logger.exception("could not persist user %r; the adapt is rolled back", user_id)
-            with torch.no_grad():
-                if known:
-                    m.net_.user_logits.weight[row] = old
-                else:
-                    m.user_index_.pop(user_id)
-                    m.users_.pop()
+            if new:
+                state.remove_last_users(new)
+            else:
+                state.set_user_logits([user_id], old[None])
             raise
-        return {"user_id": user_id, "weights": [float(x) for x in weights], "version": version, "n_pairs": len(pairs)}
+        return {"user_id": user_id, "weights": [float(x) for x in weights], "version": version, "n_pairs": len(every)}
 
     def score_sync(self, items: list[Item]) -> np.ndarray:
         w = [it.weights for it in items]
@@ -184,11 +195,11 @@ class RewardEngine:
                 raise ConfigError("give either 'user_id' or 'weights' in an item, not both")
             if isinstance(weights, list) and len(weights) != self.k:
                 raise ConfigError(f"weights: expected {self.k} numbers (K={self.k}), got {len(weights)}")
-            w = self.model._resolve_weights(weights)  # validates; raises ConfigError
             if weights == "population":
                 return None, "population"  # resolved on the model thread (it reads the user table)
+            w = self.state.resolve_weights(weights)  # validates (reads only K); raises ConfigError
             return None, [float(x) for x in w.cpu()]
-        if self.has_users and user_id not in self.model.user_index_:
+        if self.has_users and user_id not in self.state.user_index:
             raise unknown_user(user_id)
         return user_id, None
 

@@ -2,7 +2,9 @@
 
 An adapt is acknowledged only after its row is committed (`synchronous=FULL`), so a killed server
 (even SIGKILL) never loses an acknowledged user. Each write replaces the user's whole row in one
-transaction (last write wins, no torn rows) and bumps its `version`. The store also records which
+transaction (last write wins, no torn rows) and bumps its `version`. The pairs a user was adapted
+on are kept (table `user_pairs`, appended in the same transaction), so a later adapt of the same
+user re-fits on all of them ("add data"). The store also records which
 model it belongs to (a fingerprint of the model files) and refuses to be applied to another model.
 """
 
@@ -21,7 +23,7 @@ from palrm.errors import ModelFileError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: user_pairs (schema-1 stores are upgraded in place; their users have no stored pairs)
 
 __all__ = ["StoredUser", "UserStore", "model_fingerprint", "default_store_path"]
 
@@ -71,6 +73,8 @@ class UserStore:
                 "CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, logits TEXT NOT NULL, weights TEXT NOT NULL, "
                 "n_pairs INTEGER NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
             )
+            self._db.execute("CREATE TABLE IF NOT EXISTS user_pairs (user_id TEXT NOT NULL, pair TEXT NOT NULL)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS user_pairs_user ON user_pairs (user_id)")
         except sqlite3.Error as exc:
             raise ModelFileError(f"user store {self.path} cannot be opened ({exc}); pass another --store PATH") from None
         self._check_meta(fingerprint, k)
@@ -89,18 +93,24 @@ class UserStore:
                                  "model's files); pass --store NEW_PATH for this model, or serve the model it was made for")
         if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
             raise ModelFileError(f"user store {self.path} was written by a newer palrm; upgrade palrm")
+        if int(rows.get("schema_version", "0")) < SCHEMA_VERSION:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
-    def put(self, user_id: str, logits: list[float], weights: list[float], n_pairs: int) -> int:
-        """Write the user's row (replacing it) and commit; returns the new version."""
+    def put(self, user_id: str, logits: list[float], weights: list[float], new_pairs: list[dict]) -> int:
+        """Write the user's row (replacing it), append `new_pairs` to their pairs, and commit; returns the
+        new version. `n_pairs` counts every pair the user was adapted on."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT version, n_pairs FROM users WHERE user_id = ?", (user_id,)).fetchone()
                 version = (row[0] if row else 0) + 1
-                total = (row[1] if row else 0) + int(n_pairs)
+                total = (row[1] if row else 0) + len(new_pairs)
                 self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?, ?)",
                                  (user_id, json.dumps([float(x) for x in logits]), json.dumps([float(x) for x in weights]),
                                   total, version, time.time()))
+                self._db.executemany("INSERT INTO user_pairs VALUES (?, ?)",
+                                     [(user_id, json.dumps(p, sort_keys=True)) for p in new_pairs])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -115,6 +125,12 @@ class UserStore:
         with self._lock:
             row = self._db.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return self._row(row) if row else None
+
+    def pairs(self, user_id: str) -> list[dict]:
+        """The pairs `user_id` was adapted on, in the order they arrived (empty for unknown users)."""
+        with self._lock:
+            rows = self._db.execute("SELECT pair FROM user_pairs WHERE user_id = ? ORDER BY rowid", (user_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def all(self) -> list[StoredUser]:
         with self._lock:

@@ -51,7 +51,7 @@ class LogitPrior:
     @classmethod
     def fit(cls, logits: torch.Tensor, min_var: float = 1e-2) -> "LogitPrior":
         centred = _centre(logits)
-        var = centred.var(0, unbiased=False).clamp(min=min_var) if len(logits) > 1 else torch.ones(logits.shape[1])
+        var = centred.var(0, unbiased=False).clamp(min=min_var) if len(logits) > 1 else torch.ones_like(centred[0])
         return cls(mean=centred.mean(0), var=var)
 
     def penalty(self, centred: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,7 @@ def adapt_user_logits(
     for _ in range(cfg.steps):
         w = torch.softmax(theta, -1)[pairs.user]  # (n, K): soft weights while learning, as in fit
         nll = per_pair_nll(net.logits_from_features(feats, w))  # (n,)
-        per_user = torch.zeros(n_users, dtype=nll.dtype).index_add_(0, pairs.user, nll) / counts  # (U,)
+        per_user = torch.zeros(n_users, dtype=nll.dtype, device=nll.device).index_add_(0, pairs.user, nll) / counts  # (U,)
         loss = per_user.sum()
         if use_prior:
             loss = loss + (cfg.prior_strength * prior.penalty(_centre(theta)) / counts).sum()
@@ -198,15 +198,15 @@ def _adam_affine_one(c0, coef, counts, theta, cfg: AdaptConfig, prior) -> torch.
     tens (torch's per-operation overhead dominates on K + 1 numbers per pair), same updates."""
     import numpy as np
 
-    c0n, cn = c0.double().numpy(), coef.double().numpy()  # (n,), (n, K)
-    th = theta[0].double().numpy().copy()
+    c0n, cn = c0.double().cpu().numpy(), coef.double().cpu().numpy()  # (n,), (n, K)
+    th = theta[0].double().cpu().numpy().copy()
     scale = 1.0 / float(counts[0])
     m, v = np.zeros_like(th), np.zeros_like(th)
     b1, b2, eps = 0.9, 0.999, 1e-8
     if isinstance(prior, LogitPrior):
-        p_mean, p_var = prior.mean.double().numpy(), prior.var.double().numpy()
+        p_mean, p_var = prior.mean.double().cpu().numpy(), prior.var.double().cpu().numpy()
     elif isinstance(prior, MixturePrior):
-        centres, h2 = prior.centres.double().numpy(), prior.bandwidth**2
+        centres, h2 = prior.centres.double().cpu().numpy(), prior.bandwidth**2
     strength = cfg.prior_strength * scale
     for step in range(1, cfg.steps + 1):
         e = np.exp(th - th.max())
@@ -224,12 +224,12 @@ def _adam_affine_one(c0, coef, counts, theta, cfg: AdaptConfig, prior) -> torch.
                 r = np.exp(logits - logits.max())
                 gc = (c - (r / r.sum()) @ centres) / h2
             else:
-                gc = _prior_grad(prior, torch.from_numpy(th[None]).to(theta.dtype))[0].double().numpy()  # centred
+                gc = _prior_grad(prior, torch.from_numpy(th[None]).to(theta))[0].double().cpu().numpy()  # centred
             grad = grad + strength * (gc - gc.mean())
         m = b1 * m + (1 - b1) * grad
         v = b2 * v + (1 - b2) * grad * grad
         th = th - (cfg.lr / (1 - b1**step)) * m / (np.sqrt(v) / math.sqrt(1 - b2**step) + eps)
-    return torch.from_numpy(th[None]).to(theta.dtype)
+    return torch.from_numpy(th[None]).to(theta)  # back on theta's device and dtype
 
 
 def _prior_grad(prior, theta: torch.Tensor) -> torch.Tensor:

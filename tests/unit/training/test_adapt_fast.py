@@ -87,8 +87,7 @@ def test_facade_adapts_with_every_prior_and_leaves_shared_weights_alone(syntheti
     shared = {k: v.clone() for k, v in model.net_.state_dict().items() if not k.startswith("user_logits")}
     accuracy = {}
     for prior in ("none", "gaussian", "mixture"):
-        model.overrides["adapt.prior"] = prior
-        model._cfg = model._config()
+        model.set_params(**{"adapt.prior": prior})
         curve = model.few_shot_curve(shots, test, ns=(1, 5))
         accuracy[prior] = (curve["1"]["accuracy"], curve["5"]["accuracy"])
     for prior, (one, five) in accuracy.items():  # every prior onboards: 5 shots beat chance clearly
@@ -98,4 +97,4 @@ def test_facade_adapts_with_every_prior_and_leaves_shared_weights_alone(syntheti
         if k in shared:
             assert torch.equal(v, shared[k]), k
     with pytest.raises(Exception, match="prior"):
-        PALRewardModel(kind="pal-a", **{"adapt.prior": "dirichlet"})._config()
+        PALRewardModel(kind="pal-a", **{"adapt.prior": "dirichlet"}).fit(splits.train)

@@ -1,0 +1,212 @@
+"""`fit`: train a PAL model on every user of the training pairs, one function for every path.
+
+    frozen, in memory       embed the texts once, `train_net` over the (T + 1, D) table
+    streaming               fine-tuning, gradient accumulation, torchrun, checkpoints: `train_stream`
+                            over a `TableSource` (frozen embeddings; under torchrun every rank embeds
+                            every N-th distinct text into the shared on-disk cache, rank 0 merges the
+                            shards, every rank then reads the full table) or over a `TextPairSource`
+                            through `FineTuneModule` (the backbone embeds each batch and is trained)
+    memory-mapped           `fit_memmap`: pairs and embeddings on disk, streamed batch by batch
+
+The users of the fitted model are the training pairs' users; validation pairs of other users are
+left out of early stopping (with a warning). Same seeds and order of operations on every path as
+the facade had before this module existed, so figures are bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+
+from palrm import distributed as pdist
+from palrm.config import PALConfig
+from palrm.core.score import pair_table
+from palrm.core.state import FittedModel
+from palrm.core.table import Embedder, encoder_spec, pair_index
+from palrm.data.schema import PairData
+from palrm.errors import DataFormatError
+from palrm.models import build_net
+from palrm.training import IndexedPairs, train_net
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fit", "fit_memmap", "needs_streaming_fit", "data_fingerprint"]
+
+
+def needs_streaming_fit(cfg: PALConfig, checkpoint_dir=None) -> bool:
+    """True when `fit` must take the streaming loop (anything the in-memory `train_net` does not do)."""
+    return (cfg.finetune.enabled or checkpoint_dir is not None or cfg.scale.grad_accum_steps > 1
+            or pdist.env_world_size() > 1)
+
+
+def data_fingerprint(cfg: PALConfig, *datasets: PairData | None) -> str:
+    """sha256 over the configuration (model, train, finetune, scale) and the pair index arrays and texts."""
+    h = hashlib.sha256()
+    raw = cfg.to_dict()
+    h.update(json.dumps({k: raw[k] for k in ("model", "train", "finetune", "scale")}, sort_keys=True, default=str).encode())
+    h.update(cfg.encoder.spec.encode())
+    for d in datasets:
+        if d is None:
+            h.update(b"none")
+            continue
+        for arr in (d.user, d.prompt, d.chosen, d.rejected):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update("\x00".join(d.texts).encode("utf-8", "surrogatepass"))
+        h.update("\x00".join(d.user_ids).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _start(cfg: PALConfig, train: PairData, encoder) -> FittedModel:
+    """The state every fit path starts from: users = train's users, no network yet."""
+    if len(train) == 0:
+        raise DataFormatError(f"{train.source}: no training pairs")
+    if encoder is not None:  # saved with the model: the spec that rebuilds this encoder ("custom" when it has none)
+        cfg.encoder.spec = encoder_spec(encoder)
+    return FittedModel(net=None, users=train.users_present(), config=cfg, input_dim=None,
+                       precomputed=train.embeddings is not None,
+                       embedder=Embedder(cfg.encoder, encoder, device=cfg.train.device))
+
+
+def _init_net(state: FittedModel, train: PairData, val: PairData | None):
+    """Embed, build the seeded network and index the pairs of a frozen-embedding fit.
+
+    Returns (table, train pairs, (validation table, validation pairs) or None); the validation table
+    is `table` itself when both share their texts.
+    """
+    cfg = state.config
+    table = pair_table(state, train)
+    state.input_dim = int(table.shape[1])
+    torch.manual_seed(cfg.train.seed)
+    state.net = build_net(cfg.model, state.input_dim, len(state.users)).to(cfg.train.device)
+    _, rows = state.known_rows(train)
+    train_idx = pair_index(train, rows, table)
+    if val is None:
+        return table, train_idx, None
+    known, vrows = state.known_rows(val)
+    if not known.all():
+        logger.warning("validation: %d pairs of %d users not in the training data are left out of early stopping",
+                       int((~known).sum()), len(set(val.pair_user_ids[~known])))
+    val_sub = val.select(known)
+    shared = val.texts is train.texts and val.embeddings is train.embeddings
+    val_table = table if shared else pair_table(state, val_sub)
+    return table, train_idx, (val_table, pair_index(val_sub, vrows[known], val_table))
+
+
+def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder=None, log_path=None,
+        checkpoint_dir=None, resume: bool = False) -> FittedModel:
+    """Train a model on `train` (early stopping on `val` loss when given); returns the fitted state.
+
+    `encoder`: an Encoder object to use instead of building `cfg.encoder.spec`.
+    """
+    if val is not None and len(val) == 0:
+        val = None
+    if needs_streaming_fit(cfg, checkpoint_dir):
+        return _fit_streaming(cfg, train, val, encoder, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
+    state = _start(cfg, train, encoder)
+    table, train_idx, val_part = _init_net(state, train, val)
+    val_idx = None
+    if val_part is not None:
+        val_table, val_idx = val_part
+        if val_table is not table:  # one table for both: the validation rows after the training rows
+            offset = table.shape[0]
+            table = torch.cat([table, val_table], 0)
+            val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
+    state.history = train_net(state.net, table, train_idx, val_idx, cfg.train, log_path=log_path)
+    return state
+
+
+def _shard_embeddings(state: FittedModel, datasets: list[PairData | None], info: pdist.DistInfo) -> None:
+    """Each rank embeds its share of the distinct texts into the shared cache; rank 0 merges the shards."""
+    enc_cfg = state.config.encoder
+    texts = sorted({t for d in datasets if d is not None and d.embeddings is None for t in d.texts})
+    if not info.active or not enc_cfg.use_cache or not texts:
+        return
+    cache, encoder = state.embedder.cache, state.embedder.encoder
+    share = texts[info.rank::info.world_size]
+    logger.info("rank %d embeds %d of %d distinct texts into %s", info.rank, len(share), len(texts), cache.directory)
+    cache.encode(encoder, share, batch_size=enc_cfg.batch_size, progress=False)
+    pdist.barrier()
+    if info.is_main:
+        cache.compact(encoder)
+    pdist.barrier()
+
+
+def _fit_streaming(cfg: PALConfig, train: PairData, val: PairData | None, encoder, *, log_path, checkpoint_dir,
+                   resume: bool) -> FittedModel:
+    from palrm.training.engine import train_stream
+    from palrm.training.loop import param_groups
+    from palrm.training.sources import TableSource
+
+    info = pdist.init_from_env(cfg.train.device)
+    cfg.train.device = info.device
+    state = _start(cfg, train, encoder)
+    common = {"scale": cfg.scale, "log_path": log_path, "checkpoint_dir": checkpoint_dir, "resume": resume,
+              "info": info, "fingerprint": data_fingerprint(cfg, train, val)}
+    if cfg.finetune.enabled:
+        _fit_finetune(state, train, val, common)
+        return state
+    _shard_embeddings(state, [train, val], info)
+    table, train_idx, val_part = _init_net(state, train, val)
+    val_src = TableSource(*val_part) if val_part is not None else None
+    state.history = train_stream(state.net, TableSource(table, train_idx), val_src, cfg.train,
+                                 param_groups=param_groups(state.net, cfg.train), **common)
+    return state
+
+
+def _fit_finetune(state: FittedModel, train: PairData, val: PairData | None, common: dict) -> None:
+    from palrm.finetune import BackboneEncoder, FineTuneModule, TextPairSource, load_transformer, parse_hf_spec
+    from palrm.training.engine import train_stream
+
+    cfg = state.config
+    if state.precomputed:
+        raise DataFormatError(f"{train.source}: fine-tuning needs texts, these pairs carry precomputed embeddings")
+    path, pooling, max_length = parse_hf_spec(cfg.encoder.spec)
+    device = cfg.train.device
+    torch.manual_seed(cfg.train.seed)
+    backbone, tokenizer = load_transformer(path, device)
+    encoder = BackboneEncoder(backbone, tokenizer, pooling=pooling, max_length=max_length,
+                              append_eos=cfg.finetune.append_eos, padding_side=cfg.finetune.padding_side,
+                              device=device, bf16=cfg.finetune.bf16, source=path)
+    state.input_dim = encoder.dim
+    torch.manual_seed(cfg.train.seed)
+    head = build_net(cfg.model, state.input_dim, len(state.users)).to(device)
+    state.net = head
+    module = FineTuneModule(encoder, head, cfg.finetune).to(device)
+
+    def source(d: PairData) -> TextPairSource:
+        known, rows = state.known_rows(d)
+        d = d.select(known)
+        return TextPairSource(encoder.tokens.encode(d.texts), rows[known], d.prompt, d.chosen, d.rejected,
+                              encoder.tokens, device)
+
+    logger.info("fine-tuning %s (%s pooling, append_eos=%s, padding %s) with %s",
+                path, pooling, encoder.tokens.append_eos, encoder.tokens.padding_side, head.kind)
+    state.history = train_stream(module, source(train), source(val) if val is not None else None, cfg.train,
+                                 param_groups=module.param_groups(cfg.train, cfg.finetune), **common)
+    state.backbone = module.finished_encoder()
+    state.embedder.encoder = state.backbone
+    state.net = module.head.eval()
+
+
+def fit_memmap(cfg: PALConfig, train_dir: str | os.PathLike, val_dir: str | os.PathLike | None = None, *,
+               log_path=None, checkpoint_dir=None, resume: bool = False) -> FittedModel:
+    """Train on a memory-mapped pair directory (palrm.data.memmap) larger than memory.
+
+    The model holds precomputed-embedding inputs, its users named by the directory's users.json.
+    """
+    from palrm.data.memmap import open_memmap_pairs
+    from palrm.training import train_memmap
+
+    data = open_memmap_pairs(train_dir)
+    if val_dir is not None and open_memmap_pairs(val_dir).user_ids != data.user_ids:
+        raise DataFormatError(f"{val_dir}: its users.json differs from {train_dir}'s; a validation directory must "
+                              "index the same user table")
+    net, history = train_memmap(train_dir, cfg, val_dir=val_dir, log_path=log_path, checkpoint_dir=checkpoint_dir,
+                                resume=resume)
+    return FittedModel(net=net, users=list(data.user_ids), config=cfg, input_dim=int(data.embeddings.shape[1]),
+                       precomputed=True, embedder=Embedder(cfg.encoder, None, device=cfg.train.device), history=history)
