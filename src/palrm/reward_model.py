@@ -19,7 +19,6 @@ import torch
 
 from palrm import core
 from palrm.config import PALConfig, dotted_key
-from palrm.core.persist import BACKBONE_DIR, CONFIG_FILE, FORMAT_VERSION, USERS_FILE, WEIGHTS_FILE  # noqa: F401
 from palrm.core.state import PairsLike, as_pairs
 from palrm.data.io import check_embedding_dim
 from palrm.errors import ConfigError, PalrmError
@@ -93,15 +92,15 @@ class PALRewardModel:
 
     def set_params(self, **params: Any) -> "PALRewardModel":
         """scikit-learn: change constructor arguments (`config=` or overrides such as `k=4`,
-        `{"adapt.prior": "gaussian"}`). On a fitted model the fitted configuration follows the
-        sections that do not change the network (adapt, encoder settings, train.device/progress...)."""
+        `**{"adapt.prior": "gaussian"}`); returns self. On a fitted model, adapt and encoder settings
+        take effect at once; the others at the next `fit`."""
         if "config" in params:
             self.config = params.pop("config")
         self.overrides.update(params)
         state = self.__dict__.get("fitted_")
-        if state is not None:
+        if state is not None and params:
             new = self._config()
-            for section in ("adapt", "encoder"):
+            for section in {_dotted(key).split(".")[0] for key in params} & {"adapt", "encoder"}:
                 setattr(state.config, section, getattr(new, section))
             state.embedder.config = state.config.encoder
         return self

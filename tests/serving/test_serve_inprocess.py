@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -155,3 +156,80 @@ def test_fuzz_openapi_no_5xx(fuzz_client, data):
     assert r.status_code < 500, (method, path, content[:300], r.status_code, r.text[:300])
     if r.status_code >= 400:
         assert isinstance(r.json()["detail"], str)
+
+
+# ---------------------------------------------------------------------------------------------- defects 7 and 8
+DOG_PAIRS = [{"prompt": PROMPT, "chosen": f"Dogs are the best, reply {i}", "rejected": f"I love cats, answer {i}"}
+             for i in range(6)]
+
+
+def test_population_weights_are_not_resolved_on_the_event_loop(model_dir, tmp_path, monkeypatch):
+    engine = _engine(model_dir, tmp_path)
+
+    def touched(*a, **k):
+        raise AssertionError("the user table was read on the event loop")
+
+    monkeypatch.setattr(engine.model, "population_weights", touched)
+    monkeypatch.setattr(engine.state, "population_weights", touched)
+    assert engine.resolve(None, "population") == (None, "population")
+    monkeypatch.undo()
+    got = engine.score_sync([Item(None, "population", PROMPT, "Dogs are the best, reply 1")])
+    assert np.isfinite(got).all()
+    engine.store.close()
+
+
+def test_failed_store_write_leaves_no_user_row_behind(model_dir, tmp_path, monkeypatch):
+    engine = _engine(model_dir, tmp_path)
+    state = engine.state
+    n_users, n_rows = len(state.users), state.net.num_users
+    trained = state.user_logits("user0")
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine.store, "put", broken)
+    with pytest.raises(OSError):
+        engine.adapt_sync("newcomer", DOG_PAIRS)
+    assert "newcomer" not in state.user_index and len(state.users) == n_users and state.net.num_users == n_rows
+    with pytest.raises(OSError):
+        engine.adapt_sync("user0", DOG_PAIRS)
+    assert torch.equal(state.user_logits("user0"), trained)
+    monkeypatch.undo()
+    out = engine.adapt_sync("newcomer", DOG_PAIRS)  # the table still works after the rollback
+    assert out["version"] == 1 and state.net.num_users == n_rows + 1
+    engine.store.close()
+
+
+def test_start_up_grows_the_user_table_once(model_dir, tmp_path, monkeypatch):
+    from palrm.models.base import RewardNet
+
+    engine = _engine(model_dir, tmp_path)
+    for i in range(6):
+        engine.adapt_sync(f"stored{i}", DOG_PAIRS[: 2 + i % 3])
+    engine.store.close()
+    calls = []
+    orig = RewardNet.grow_users
+
+    def counting(self, n_new, init=None):
+        calls.append(n_new)
+        return orig(self, n_new, init)
+
+    monkeypatch.setattr(RewardNet, "grow_users", counting)
+    again = _engine(model_dir, tmp_path)
+    assert calls == [6]
+    assert [u for u in again.state.users[-6:]] == [f"stored{i}" for i in range(6)]
+    again.store.close()
+
+
+@pytest.mark.parametrize("user", ["fresh-user", "user1"])
+def test_adapting_a_known_user_refits_on_all_their_pairs(model_dir, tmp_path, user):
+    """Two adapts (first 3 pairs, then 3 more) end where one adapt on all 6 does: the store keeps the pairs."""
+    a = _engine(model_dir, tmp_path / "a")
+    a.adapt_sync(user, DOG_PAIRS[:3])
+    out = a.adapt_sync(user, DOG_PAIRS[3:])
+    assert out["n_pairs"] == 6 and a.store.get(user).n_pairs == 6 and len(a.store.pairs(user)) == 6
+    b = _engine(model_dir, tmp_path / "b")
+    once = b.adapt_sync(user, DOG_PAIRS)
+    np.testing.assert_allclose(out["weights"], once["weights"], rtol=1e-5, atol=1e-6)
+    a.store.close()
+    b.store.close()

@@ -31,7 +31,9 @@ def adapt_logits(state: FittedModel, pairs: PairData, table: torch.Tensor, users
     """Learned logits (len(users), K) of `users` from `pairs` (indexed into `table`); the model is unchanged.
 
     Start: the users' current logits when `init_from_current` and known, else the population mean
-    (`adapt.init="population"`) or zeros (uniform weights).
+    (`adapt.init="population"`) or zeros (uniform weights). The population (its mean and the prior) is
+    every user of the table except those being adapted, so re-adapting a user on all their pairs
+    gives what adapting them once on those pairs gives.
     """
     cfg = state.config.adapt
     net = state.net
@@ -39,13 +41,17 @@ def adapt_logits(state: FittedModel, pairs: PairData, table: torch.Tensor, users
     rows = np.array([local[u] for u in pairs.user_ids], dtype=np.int64)[pairs.user]
     idx = pair_index(pairs, rows, table)
     all_logits = net.user_logits.weight.detach()  # (U, K)
-    pop = all_logits.mean(0) if cfg.init == "population" else torch.zeros(net.k, device=all_logits.device)
+    others = torch.ones(len(all_logits), dtype=torch.bool, device=all_logits.device)  # the population: every
+    others[[state.user_index[u] for u in users if u in state.user_index]] = False  # user but those re-adapted
+    population = all_logits[others] if others.any() else all_logits  # (U', K)
+    pop = population.mean(0) if cfg.init == "population" else torch.zeros(net.k, device=all_logits.device)
     init = pop.expand(len(users), -1).clone()  # (n_users, K)
     if init_from_current:
         for u, i in local.items():
             if u in state.user_index:
                 init[i] = all_logits[state.user_index[u]]
-    prior = fit_prior(cfg.prior, all_logits[: len(state.users)])
+    known = others[: len(state.users)]
+    prior = fit_prior(cfg.prior, all_logits[: len(state.users)][known] if known.any() else all_logits[: len(state.users)])
     return adapt_user_logits(net, table, idx, len(users), cfg, init.to(table.device), prior)
 
 
