@@ -100,7 +100,7 @@ class PALRewardModel:
         state = self.__dict__.get("fitted_")
         if state is not None and params:
             new = self._config()
-            for section in {_dotted(key).split(".")[0] for key in params} & {"adapt", "encoder"}:
+            for section in {dotted_key(key).split(".")[0] for key in params} & {"adapt", "encoder"}:
                 setattr(state.config, section, getattr(new, section))
             state.embedder.config = state.config.encoder
         return self
