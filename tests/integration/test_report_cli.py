@@ -71,9 +71,11 @@ def test_report_command_writes_the_page(run, files, tmp_path, capsys):
                  "--on-invalid", "skip", "-o", str(page), "--n-boot", "200", "--shots", "0,1,5,20"])
     assert code == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("Personalization pays") and f"report: {page}" in out
     html = page.read_text()
     data = json.loads(re.search(r'id="palrm-report-data">(.*?)</script>', html, re.S).group(1))
+    assert out.splitlines()[0] == data["verdict"] and f"report: {page}" in out
+    assert data["verdict"].split(":")[0] in ("Personalization pays", "No evidence that personalization pays")
+    assert data["seen"]["model - btl"]["low"] > 0  # planted groups: PAL wins on the known users
     assert list(data["new_users"]) == ["0", "1", "5", "20"] and data["data"]["new_users"] == 6
     assert data["groups"]["ari"]["n_users"] == 18
     assert (tmp_path / "out" / "rejected.jsonl").is_file()
