@@ -400,8 +400,10 @@ def _groups(model, data: PairData, parts: DividedPairs, seed: int) -> dict:
         if rows:
             true = np.array([np.bincount(np.array(truth[r]) - min(truth[r])).argmax() + min(truth[r]) for r in rows])
             learned = weights[rows].argmax(1)
+            names = {v: k for k, v in (data.meta.get("group_labels") or {}).items()}  # string labels of the group column
             out["ari"] = {"value": adjusted_rand_index(true, learned), "n_users": len(rows),
-                          "true_groups": true.tolist(), "learned_groups": learned.tolist(), "rows": rows}
+                          "true_groups": true.tolist(), "learned_groups": learned.tolist(), "rows": rows,
+                          "group_names": {str(g): names.get(int(g), str(g)) for g in sorted(set(true.tolist()))}}
     # responses each prototype ranks highest / lowest (distinct (prompt, response) items of the data)
     items = np.unique(np.concatenate([np.stack([data.prompt, data.chosen], 1), np.stack([data.prompt, data.rejected], 1)]), axis=0)
     if len(items) > MAX_SCORED_ITEMS:
@@ -491,7 +493,16 @@ def _figures(result: dict) -> dict[str, str]:
             corners = np.array([[0, 0], [1, 0], [0.5, np.sqrt(3) / 2]])
             xy = w @ corners  # (U, 2)
             ax.plot(*np.vstack([corners, corners[:1]]).T, color="k", lw=0.8)
-            ax.scatter(*xy.T, c=colour, cmap="tab10", vmin=-1, vmax=9, s=14, alpha=0.7)
+            cmap = plt.get_cmap("tab10")
+            if "ari" in groups:  # one colour per value of the group column, named in the legend
+                for g, name in groups["ari"]["group_names"].items():
+                    at = colour == int(g)
+                    ax.scatter(*xy[at].T, color=cmap((int(g) + 1) % 10), s=14, alpha=0.7, label=str(name))
+                if (colour == -1).any():
+                    ax.scatter(*xy[colour == -1].T, color="lightgray", s=14, alpha=0.7, label="no group")
+                ax.legend(fontsize=7, loc="upper right", title="group column", title_fontsize=7)
+            else:
+                ax.scatter(*xy.T, color=cmap(0), s=14, alpha=0.7)
             for i, (cx, cy) in enumerate(corners):
                 ax.text(cx, cy + (0.04 if i == 2 else -0.07), f"prototype {i}", ha="center", fontsize=8)
             ax.set_xlim(-0.12, 1.12)

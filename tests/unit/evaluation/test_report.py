@@ -185,3 +185,20 @@ def test_k2_model_gets_histograms_and_a_btl_model_reports_itself(fitted, btl):
     assert r["btl_origin"].startswith("the model itself is BTL") and "groups" not in r
     assert r["verdict"].startswith("The model is BTL")
     assert "btl" not in r["seen"] and len({c["model"]["estimate"] for c in r["new_users"].values()}) == 1
+
+
+def test_report_on_precomputed_embeddings(synthetic):
+    """Image-style data (vectors, no texts): scores go through reward_embeddings; new users without a split column."""
+    from palrm import PALRewardModel
+    from palrm.data import split_pairs
+
+    seen = synthetic.pairs.for_users(synthetic.seen_users).compact_users()
+    parts = split_pairs(seen, val_frac=0.1, test_frac=0.2, seed=0)
+    model = PALRewardModel(kind="pal-a", k=3, epochs=10, hidden=[16], d=4, progress=False).fit(parts.train, parts.validation)
+    r = build_report(model, synthetic.pairs, n_boot=50, ns=(0, 5))
+    assert r["seen"]["n_users"] == len(synthetic.seen_users) and r["new_users"]["5"]["n_users"] == len(synthetic.unseen_users)
+    assert any("no split column" in n for n in r["notes"])
+    assert r["new_users"]["5"]["model"]["estimate"] > r["new_users"]["0"]["model"]["estimate"]
+    top = r["groups"]["prototypes"][0]["highest"][0]
+    assert top["response"] in synthetic.pairs.texts and top["prompt"] == ""  # embedding row ids; no prompts
+    assert "ari" in r["groups"]
