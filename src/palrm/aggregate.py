@@ -67,6 +67,8 @@ __all__ = [
     "MAX_REFERENCE_ITEMS",
     "ReferenceStats",
     "aggregate_rewards",
+    "fit_reference_stats",
+    "population_reward",
     "alpha_fair",
     "group_weights",
     "maxmin",
@@ -89,6 +91,7 @@ _OVER = ("prototypes", "users")
 MAX_REFERENCE_ITEMS = 4096
 _Z_CLIP = 30.0
 _STD_FLOOR = 1e-8
+_MAX_CELLS = 1 << 24  # items x groups per chunk when aggregating over many users
 
 
 def _forms() -> str:
@@ -284,18 +287,22 @@ def aggregate_rewards(scores: torch.Tensor, stats: ReferenceStats, agg: str | Ag
     agg = parse_aggregate(agg)
     z = standardise(scores.double(), stats)  # (n, K)
     v, pi = group_weights(agg, z.shape[1], None if user_weights is None else user_weights.double().to(z.device))
-    zg = z @ v.to(z).T  # (n, G)
+    v = v.to(z)
+    step = max(1, _MAX_CELLS // v.shape[0])  # bounded memory for (n, U) over many users
+    return torch.cat([_aggregate(z[i:i + step] @ v.T, agg, pi) for i in range(0, len(z), step)]).to(scores.dtype)
+
+
+def _aggregate(zg: torch.Tensor, agg: Aggregate, pi: torch.Tensor | None) -> torch.Tensor:
+    """The aggregate `agg` of group rewards (n, G) -> (n,)."""
     if agg.name == "mean":
-        out = mean(zg, pi)
-    elif agg.name == "maxmin":
-        out = maxmin(zg)
-    elif agg.name == "softmin":
-        out = softmin(zg, agg.param, pi)
-    elif agg.name == "alpha":
-        out = alpha_fair(zg, agg.param, pi)
-    else:
-        out = quantile(zg, agg.param)
-    return out.to(scores.dtype)
+        return mean(zg, pi)
+    if agg.name == "maxmin":
+        return maxmin(zg)
+    if agg.name == "softmin":
+        return softmin(zg, agg.param, pi)
+    if agg.name == "alpha":
+        return alpha_fair(zg, agg.param, pi)
+    return quantile(zg, agg.param)
 
 
 # ---------------------------------------------------------------------------------------- one forward pass
@@ -330,3 +337,29 @@ def reference_scores(net: Any, table: torch.Tensor, prompt_rows: np.ndarray, res
             pv = torch.where((p != NO_PROMPT)[:, None], table[p.clamp(min=0)], torch.zeros((), device=dev))
             out.append(prototype_scores(net, pv, table[x]))
     return torch.cat(out, 0)
+
+
+def fit_reference_stats(net: Any, table: torch.Tensor, data: PairData, seed: int = 0) -> ReferenceStats:
+    """ReferenceStats of `net` on the reference set of `data` (`reference_items`), whose texts are the
+    rows of `table` (len(data.texts) + 1, D)."""
+    prompts, responses = reference_items(data, seed=seed)
+    return reference_stats(reference_scores(net, table, prompts, responses),
+                           source=f"{len(responses)} distinct (prompt, response) items of the training pairs")
+
+
+def population_reward(net: Any, stats: ReferenceStats | None, agg: str | Aggregate, prompt: torch.Tensor,
+                      response: torch.Tensor) -> torch.Tensor:
+    """Aggregated rewards (n,) of items given as prompt and response vectors (n, D), on the CPU.
+
+    One forward pass for the K per-prototype scores; the known users' weights are read only when the
+    aggregate needs them ("@users", "mean:size")."""
+    agg = parse_aggregate(agg)
+    if stats is None:
+        raise ConfigError("this model has no reference statistics for aggregates (saved by an older palrm): "
+                          "compute them with model.set_reference(training_pairs)")
+    net.eval()
+    with torch.no_grad():
+        scores = prototype_scores(net, prompt, response)  # (n, K)
+        needs_users = net.has_users and (agg.over == "users" or agg.weighting == "size")
+        users = net.user_weights(torch.arange(net.num_users, device=scores.device)) if needs_users else None
+        return aggregate_rewards(scores, stats, agg, users).cpu()

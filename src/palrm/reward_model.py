@@ -62,6 +62,7 @@ class PALRewardModel:
     precomputed_ = _view("precomputed", "True when trained on precomputed embeddings")
     backbone_ = _view("backbone", "the fine-tuned backbone (PAL-Large) or None")
     history_ = _view("history", "per-epoch training log")
+    reference_stats_ = _view("reference_stats", "the aggregates' reference statistics (palrm.aggregate.ReferenceStats)")
 
     def __init__(self, config: PALConfig | None = None, **overrides: Any) -> None:
         self.config = config
@@ -211,17 +212,20 @@ class PALRewardModel:
         return core.few_shot_curve(state, as_pairs(shots, "shots"), as_pairs(test, "test"), ns)
 
     # ------------------------------------------------------------------ rewards
-    def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None) -> list[float]:
+    def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None,
+               aggregate: str | None = None) -> list[float]:
         """Scalar rewards r_u(prompt, response) for each response.
 
         `user_id` must be known (else UnknownUserError), unless `weights` is given: a list of K mixture
-        weights, "population" (the mean user) or "group:k" (prototype k).
+        weights, "population" (the mean user) or "group:k" (prototype k); or `aggregate` (user_id None):
+        one reward for the whole population, e.g. "maxmin", "mean", "alpha:1", "quantile:0.1" (the
+        forms and their formulas: `palrm.aggregate`).
         """
         if isinstance(responses, str):
             responses = [responses]
         n = len(responses)
         out = self.reward_batch([prompt] * n, list(responses), user_ids=[user_id] * n,
-                                weights=None if weights is None else [weights] * n)
+                                weights=None if weights is None else [weights] * n, aggregate=aggregate)
         return [float(s) for s in out]
 
     def reward_batch(
@@ -231,36 +235,53 @@ class PALRewardModel:
         *,
         user_ids: Sequence[str | None] | None = None,
         weights: Sequence[Any] | None = None,
+        aggregate: str | Sequence[str | None] | None = None,
     ) -> np.ndarray:
         """Rewards of many (user, prompt, response) items in one forward pass: (n,) float array.
 
-        Item i is scored for `weights[i]` when given (K numbers, "population" or "group:k"), else for
-        the known user `user_ids[i]` (UnknownUserError names the first unknown one). Every distinct
-        text is embedded once; the embedding cache is read, never written.
+        Item i is scored under the population aggregate `aggregate` (one spec for every item, or
+        `aggregate[i]`; see `palrm.aggregate`) when given, else for `weights[i]` when given (K numbers,
+        "population" or "group:k"), else for the known user `user_ids[i]` (UnknownUserError names the
+        first unknown one). Every distinct text is embedded once; the embedding cache is read, never written.
         """
         state = self._fitted()
         n = len(responses)
         if len(prompts) != n or (user_ids is not None and len(user_ids) != n) or (weights is not None and len(weights) != n):
             raise ConfigError("reward_batch: prompts, responses, user_ids and weights must have the same length")
+        aggs = _per_item_aggregates(aggregate, n, user_ids, weights)
         if state.precomputed:
             raise PalrmError("this model was trained on precomputed embeddings, not texts: call "
                              "reward_embeddings(user_id, prompt_vector, response_vectors) instead")
         if n == 0:
             return np.zeros(0, dtype=np.float32)
-        w = state.item_weights(n, user_ids, weights)  # (n, K)
-        return core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False)).numpy()
+        w = _weights_of(state, n, user_ids, weights, aggs)  # (n, K)
+        return core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
+                                aggregates=aggs, reference_stats=state.reference_stats).numpy()
 
-    def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None) -> list[float]:
-        """Rewards from precomputed vectors: prompt (D,) or None, responses (R, D)."""
+    def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None,
+                          aggregate: str | None = None) -> list[float]:
+        """Rewards from precomputed vectors: prompt (D,) or None, responses (R, D); `weights` or
+        `aggregate` instead of a user as in `reward`."""
         state = self._fitted()
         responses = np.atleast_2d(np.asarray(responses, dtype=np.float32))
         check_embedding_dim(responses, state.input_dim, "this model")
         prompt = np.zeros(state.input_dim, np.float32) if prompt is None else np.asarray(prompt, np.float32).reshape(-1)
         dev = state.device
         r = len(responses)
-        w = state.item_weights(1, [user_id], None if weights is None else [weights]).expand(r, -1)  # (R, K)
-        scores = core.score_vectors(state.net, w, torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev))
+        aggs = _per_item_aggregates(aggregate, 1, [user_id], None if weights is None else [weights])
+        w = _weights_of(state, 1, [user_id], None if weights is None else [weights], aggs).expand(r, -1)  # (R, K)
+        scores = core.score_items(state.net, w, torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev),
+                                  None if aggs is None else aggs * r, state.reference_stats)
         return [float(s) for s in scores]
+
+    def set_reference(self, pairs: PairsLike) -> "PALRewardModel":
+        """(Re)measure the reference statistics that put the K prototypes' rewards on a common scale for
+        aggregates: mean and std of each prototype's reward over the distinct (prompt, response) items
+        of `pairs` (at most 4,096, seeded). `fit` does this on the training pairs; `save` keeps them.
+        Returns self."""
+        state = self._fitted()
+        state.reference_stats = core.measure_reference(state, as_pairs(pairs, "reference pairs"))
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
@@ -287,3 +308,29 @@ class PALRewardModel:
         users = f", users={len(state.users)}" if state is not None else ""
         return (f"PALRewardModel(kind={cfg.model.kind!r}, k={cfg.model.k}, encoder={cfg.encoder.spec!r}{users}, "
                 f"fitted={state is not None})")
+
+
+def _per_item_aggregates(aggregate, n: int, user_ids, weights) -> list | None:
+    """The aggregate spec of each of n items (None: scored for its user or weights), checked against
+    items that also name a user or weights."""
+    if aggregate is None:
+        return None
+    aggs = [aggregate] * n if isinstance(aggregate, str) else list(aggregate)
+    if len(aggs) != n:
+        raise ConfigError(f"reward_batch: aggregate has {len(aggs)} entries for {n} items; give one spec or one per item")
+    for i, a in enumerate(aggs):
+        if a is not None and ((user_ids is not None and user_ids[i] is not None) or (weights is not None and weights[i] is not None)):
+            raise ConfigError(f"item {i}: give a user id, mixture weights or an aggregate, not more than one")
+    return aggs
+
+
+def _weights_of(state, n: int, user_ids, weights, aggs) -> torch.Tensor:
+    """Mixture weights (n, K) of the items scored for a user or weights; rows of aggregate items are unused."""
+    if aggs is None:
+        return state.item_weights(n, user_ids, weights)
+    w = torch.ones(n, state.net.k, device=state.device)
+    plain = [i for i in range(n) if aggs[i] is None]
+    if plain:
+        w[plain] = state.item_weights(len(plain), None if user_ids is None else [user_ids[i] for i in plain],
+                                      None if weights is None else [weights[i] for i in plain])
+    return w

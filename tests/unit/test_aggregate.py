@@ -207,3 +207,74 @@ def test_maxmin_picks_the_egalitarian_response():
             ("mean:size", "mean@users", "maxmin", "softmin:0.05", "alpha:20", "quantile:0")}
     assert pick["mean:size"] == pick["mean@users"] == 3  # the utilitarian reward follows the 10:1 majority
     assert pick["maxmin"] == pick["softmin:0.05"] == pick["alpha:20"] == pick["quantile:0"] == 2  # the compromise
+
+
+# ------------------------------------------------------------------------------ through the facade
+@pytest.fixture(scope="module")
+def text_model():
+    from palrm import PALRewardModel
+    from tests.conftest import text_pairs_frame
+
+    return PALRewardModel(kind="pal-b", k=2, encoder="hashing:64", epochs=5, progress=False, use_cache=False).fit(text_pairs_frame())
+
+
+RESPONSES = ["I love cats, answer 1", "Dogs are the best, reply 2", "cats and dogs"]
+
+
+def _by_hand(model, prompt, responses, spec):
+    vecs = torch.from_numpy(model.fitted_.embedder.embed([prompt, *responses], store=False))
+    scores = prototype_scores(model.net_.eval(), vecs[:1].expand(len(responses), -1), vecs[1:])
+    users = model.net_.user_weights(torch.arange(len(model.users_)))
+    return aggregate_rewards(scores, model.reference_stats_, spec, users).tolist()
+
+
+@pytest.mark.parametrize("spec", ["mean", "mean:size", "maxmin", "softmin:0.5", "alpha:1", "quantile:0.1"])
+def test_reward_aggregate_equals_the_formula(text_model, spec):
+    got = text_model.reward(None, "Which pet?", RESPONSES, aggregate=spec)
+    assert got == pytest.approx(_by_hand(text_model, "Which pet?", RESPONSES, spec), abs=1e-5)
+    batch = text_model.reward_batch(["Which pet?"] * 3, RESPONSES, aggregate=spec)
+    assert batch.tolist() == pytest.approx(got, abs=1e-5)
+
+
+def test_reward_batch_mixes_users_weights_and_aggregates(text_model):
+    got = text_model.reward_batch(["Which pet?"] * 4, [*RESPONSES, RESPONSES[0]], user_ids=["user0", None, None, None],
+                                  weights=[None, "group:1", None, None], aggregate=[None, None, "maxmin", "alpha:1"])
+    assert got[0] == pytest.approx(text_model.reward("user0", "Which pet?", RESPONSES[:1])[0], abs=1e-5)
+    assert got[1] == pytest.approx(text_model.reward(None, "Which pet?", RESPONSES[1:2], weights="group:1")[0], abs=1e-5)
+    assert got[2] == pytest.approx(text_model.reward(None, "Which pet?", RESPONSES, aggregate="maxmin")[2], abs=1e-5)
+    assert got[3] == pytest.approx(text_model.reward(None, "Which pet?", RESPONSES, aggregate="alpha:1")[0], abs=1e-5)
+
+
+def test_reference_stats_are_saved_and_loaded(text_model, tmp_path):
+    from palrm import PALRewardModel
+
+    loaded = PALRewardModel.load(text_model.save(tmp_path / "m"))
+    assert loaded.reference_stats_.to_dict() == text_model.reference_stats_.to_dict()
+    assert loaded.reward(None, "Which pet?", RESPONSES, aggregate="maxmin") == pytest.approx(
+        text_model.reward(None, "Which pet?", RESPONSES, aggregate="maxmin"), abs=1e-6)
+
+
+def test_set_reference_uses_the_given_pairs(text_model):
+    import copy
+
+    from tests.conftest import text_pairs_frame
+
+    m = copy.deepcopy(text_model)
+    m.set_reference(text_pairs_frame(seed=1))
+    assert m.reference_stats_.n_items == text_model.reference_stats_.n_items  # the same 40 distinct responses
+    assert np.allclose(m.reference_stats_.mean, text_model.reference_stats_.mean, atol=1e-5)
+
+
+def test_aggregate_errors(text_model):
+    with pytest.raises(ConfigError, match="not more than one"):
+        text_model.reward("user0", "Which pet?", RESPONSES, aggregate="maxmin")
+    with pytest.raises(ConfigError, match="not more than one"):
+        text_model.reward_batch(["p"], ["r"], user_ids=["user0"], aggregate="maxmin")
+    with pytest.raises(ConfigError, match="valid forms"):
+        text_model.reward(None, "Which pet?", RESPONSES, aggregate="alpha:-1")
+    import copy
+
+    m = copy.deepcopy(text_model)
+    m.reference_stats_ = None  # a model saved by an older palrm
+    with pytest.raises(ConfigError, match="set_reference"):
+        m.reward(None, "Which pet?", RESPONSES, aggregate="maxmin")

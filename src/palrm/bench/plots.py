@@ -115,3 +115,24 @@ def bars(values: dict, path: Path, *, title: str, ylabel: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelsize=7, rotation=20)
     _save(fig, path)
+
+
+def aggregation(summary: dict, path: Path) -> None:
+    """Best-of-N (summary_n) win rate of the majority and the minority under each aggregate, one panel per population."""
+    plt = _plt()
+    pops = [p for p in ("synthetic_10to1", "synthetic_3to1", "persona_10to1", "persona_3to1") if p in summary]
+    aggs = [a for a in ("btl", "mean", "mean:size", "maxmin", "alpha:1", "softmin:1", "quantile:0.1", "true maxmin")
+            if a in summary[pops[0]]]
+    fig, axes = plt.subplots(1, len(pops), figsize=(3.3 * len(pops), 3.4), sharey=True, squeeze=False)
+    x = np.arange(len(aggs))
+    for ax, pop in zip(axes[0], pops):
+        for j, (group, color) in enumerate((("majority", "tab:blue"), ("minority", "tab:orange"))):
+            vals = [summary[pop][a]["group_win_rate"][group] for a in aggs]
+            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, label=group, color=color)
+        ax.axhline(0.5, ls=":", color="gray")
+        ax.set_xticks(x, aggs, rotation=60, fontsize=7)
+        ax.set_title(pop.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel(f"win rate vs a random candidate (N={summary.get('summary_n', 16)})", fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    _save(fig, path)

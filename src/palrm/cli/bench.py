@@ -1,4 +1,4 @@
-"""`palrm bench --suite paper|perf|all [--quick]` (also `python -m palrm.bench ...`)."""
+"""`palrm bench --suite paper|perf|aggregation|all [--quick]` (also `python -m palrm.bench ...`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    b = subparsers.add_parser("bench", help="the paper's experiments vs baselines (paper) and speed / scale (perf)",
+    b = subparsers.add_parser("bench", help="the paper's experiments vs baselines (paper), speed / scale (perf), "
+                              "pluralistic aggregation (aggregation)",
                               description="Writes RESULTS/<suite>/*.json and PNGs, results/paper/summary.json, and "
                               "regenerates the marked tables of docs/benchmarks.md.")
-    b.add_argument("--suite", choices=["paper", "perf", "all"], default="all")
+    b.add_argument("--suite", choices=["paper", "perf", "aggregation", "all"], default="all")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the reduced run CI may use (< 10 minutes on 2 cores per suite)")
     g.add_argument("--smoke", action="store_true", help="the smallest run (tests); does not touch the docs")
@@ -30,7 +31,7 @@ def cmd_bench(args) -> int:
 
     profile = "quick" if args.quick else ("smoke" if args.smoke else "full")
     results = Path(args.results)
-    suites = ["paper", "perf"] if args.suite == "all" else [args.suite]
+    suites = ["paper", "perf", "aggregation"] if args.suite == "all" else [args.suite]
     say = (lambda m: None) if args.silent else (lambda m: print(m, flush=True))
     for suite in [] if args.report_only else suites:
         if suite == "paper":
@@ -38,6 +39,11 @@ def cmd_bench(args) -> int:
 
             run_paper(results / "paper", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder,
                       persona_source=args.persona_source, paircomp_source=args.paircomp_source, say=say)
+        elif suite == "aggregation":
+            from palrm.bench.aggregation import run_aggregation
+
+            run_aggregation(results / "aggregation", profile=profile, seed=args.seed, threads=args.threads,
+                            encoder=args.encoder, persona_source=args.persona_source, say=say)
         else:
             from palrm.bench.perf import run_perf
 

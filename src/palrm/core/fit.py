@@ -9,8 +9,9 @@
     memory-mapped           `fit_memmap`: pairs and embeddings on disk, streamed batch by batch
 
 The users of the fitted model are the training pairs' users; validation pairs of other users are
-left out of early stopping (with a warning). Same seeds and order of operations on every path as
-the facade had before this module existed, so figures are bit-identical.
+left out of early stopping (with a warning). Every path ends by measuring the reference statistics
+of the aggregates (`measure_reference` on the training pairs). Same seeds and order of operations on
+every path as the facade had before this module existed, so figures are bit-identical.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from palrm import distributed as pdist
 from palrm.config import PALConfig
-from palrm.core.score import pair_table
+from palrm.core.score import measure_reference, pair_table
 from palrm.core.state import FittedModel
 from palrm.core.table import Embedder, encoder_spec, pair_index
 from palrm.data.schema import PairData
@@ -106,9 +107,12 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     if val is not None and len(val) == 0:
         val = None
     if needs_streaming_fit(cfg, checkpoint_dir):
-        return _fit_streaming(cfg, train, val, encoder, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
+        state = _fit_streaming(cfg, train, val, encoder, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
+        state.reference_stats = measure_reference(state, train)
+        return state
     state = _start(cfg, train, encoder)
     table, train_idx, val_part = _init_net(state, train, val)
+    train_table = table
     val_idx = None
     if val_part is not None:
         val_table, val_idx = val_part
@@ -117,6 +121,7 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
             table = torch.cat([table, val_table], 0)
             val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
     state.history = train_net(state.net, table, train_idx, val_idx, cfg.train, log_path=log_path)
+    state.reference_stats = measure_reference(state, train, train_table)
     return state
 
 
@@ -208,5 +213,7 @@ def fit_memmap(cfg: PALConfig, train_dir: str | os.PathLike, val_dir: str | os.P
                               "index the same user table")
     net, history = train_memmap(train_dir, cfg, val_dir=val_dir, log_path=log_path, checkpoint_dir=checkpoint_dir,
                                 resume=resume)
-    return FittedModel(net=net, users=list(data.user_ids), config=cfg, input_dim=int(data.embeddings.shape[1]),
-                       precomputed=True, embedder=Embedder(cfg.encoder, None, device=cfg.train.device), history=history)
+    state = FittedModel(net=net, users=list(data.user_ids), config=cfg, input_dim=int(data.embeddings.shape[1]),
+                        precomputed=True, embedder=Embedder(cfg.encoder, None, device=cfg.train.device), history=history)
+    state.reference_stats = measure_reference(state, data)
+    return state

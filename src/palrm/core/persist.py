@@ -3,7 +3,8 @@
 A model directory holds
 
     config.json         format_version, palrm version, kind, input_dim, num_users, inputs, the
-                        encoder's spec and identity, the full config (and the backbone, fine-tuned)
+                        encoder's spec and identity, the full config (and the backbone, fine-tuned),
+                        the aggregates' reference statistics (palrm.aggregate)
     model.safetensors   the network (shared weights + the user table)
     users.json          user ids, row u of the user table is users[u]
     backbone/           fine-tuned models only: the backbone + tokenizer (save_pretrained)
@@ -96,6 +97,7 @@ def save(state: FittedModel, directory: str | os.PathLike) -> Path:
             "inputs": "precomputed" if state.precomputed else "text",
             "encoder_identity": None if encoder is None else getattr(encoder, "identity", None),
             "config": cfg.to_dict(),
+            "reference_stats": None if state.reference_stats is None else state.reference_stats.to_dict(),
         }
         if state.backbone is not None:  # fine-tuned: the backbone travels inside
             state.backbone.save(tmp / BACKBONE_DIR)
@@ -146,7 +148,20 @@ def load(directory: str | os.PathLike, *, device: str | None = None, encoder=Non
         raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); re-save the model") from None
     return FittedModel(net=net.to(config.train.device).eval(), users=[str(u) for u in users], config=config,
                        input_dim=input_dim, precomputed=precomputed,
-                       embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone)
+                       embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone,
+                       reference_stats=_reference_stats(meta, directory))
+
+
+def _reference_stats(meta: dict, directory: Path):
+    """The aggregates' reference statistics saved in config.json (None for models saved before them)."""
+    from palrm.aggregate import ReferenceStats
+
+    if not meta.get("reference_stats"):
+        return None
+    try:
+        return ReferenceStats.from_dict(meta["reference_stats"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{directory / CONFIG_FILE}: reference_stats is damaged ({exc!r}); re-save the model") from None
 
 
 def _rebuild_encoder(spec: str, identity: str | None, device: str, directory: Path):

@@ -6,7 +6,9 @@ For mixture weights w (n, K), prompt vectors p (n, D) and response vectors x (n,
     r_i = net.score(w_i, p_i, x_i)          (a missing prompt is the zero vector: the no-prompt row)
 
 and for pairs, the preference logit z = r(chosen) - r(rejected) under the user's weights
-(`predict_logits`).
+(`predict_logits`). Items may instead ask for a population aggregate ("maxmin", "alpha:1", ...):
+those are scored from the K per-prototype scores (`palrm.aggregate.population_reward`), one forward
+per aggregate spec in the batch; `measure_reference` computes the statistics the aggregates need.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from palrm.errors import DataFormatError, ModelFileError
 from palrm.models import RewardNet
 from palrm.training import predict_logits as _net_logits
 
-__all__ = ["score_texts", "score_vectors", "pair_table", "predict_logits", "text_embedder"]
+__all__ = ["score_texts", "score_vectors", "score_items", "pair_table", "predict_logits", "text_embedder", "measure_reference"]
 
 
 def score_vectors(net: RewardNet, weights: torch.Tensor, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -34,11 +36,64 @@ def score_vectors(net: RewardNet, weights: torch.Tensor, prompts: torch.Tensor, 
         return net.score(weights, prompts, responses).cpu()
 
 
+def score_items(net: RewardNet, weights: torch.Tensor, prompts: torch.Tensor, responses: torch.Tensor,
+                aggregates: Sequence[str | None] | None = None, reference_stats=None,
+                user_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Rewards (n,) on the CPU: item i under `aggregates[i]` when given (a population aggregate, e.g.
+    "maxmin"), else under weights[i] (n, K). One forward for the weighted items, one per aggregate spec.
+
+    `user_weights` (U, K): the users aggregates run over (default: the net's; an exported model carries them).
+    """
+    from palrm.aggregate import parse_aggregate, population_reward
+
+    if aggregates is None or all(a is None for a in aggregates):
+        return score_vectors(net, weights, prompts, responses)
+    out = torch.zeros(len(responses))
+    by_spec: dict[str, list[int]] = {}
+    for i, a in enumerate(aggregates):
+        if a is not None:
+            by_spec.setdefault(str(parse_aggregate(a)), []).append(i)
+    plain = [i for i, a in enumerate(aggregates) if a is None]
+    if plain:
+        idx = torch.tensor(plain, device=responses.device)
+        out[plain] = score_vectors(net, weights[idx], prompts[idx], responses[idx])
+    for spec, items in by_spec.items():
+        idx = torch.tensor(items, device=responses.device)
+        out[items] = population_reward(net, reference_stats, spec, prompts[idx], responses[idx], user_weights).float()
+    return out
+
+
+def measure_reference(state: FittedModel, data: PairData, table: torch.Tensor | None = None):
+    """`palrm.aggregate.ReferenceStats` of `state` on the reference set of `data` (its distinct
+    (prompt, response) items, at most 4,096, seeded). `table`: `data`'s embedding table when the caller
+    has it; else only the reference items' texts are embedded."""
+    from palrm.aggregate import reference_items, reference_scores, reference_stats
+
+    prompts, responses = reference_items(data, seed=state.config.train.seed)
+    source = f"{len(responses)} distinct (prompt, response) items of {data.source}"
+    if table is None:  # embed only the texts the reference set uses
+        rows = np.unique(np.concatenate([prompts[prompts >= 0], responses]))
+        local = np.full(len(data.texts), -1, dtype=np.int64)
+        local[rows] = np.arange(len(rows))
+        if data.embeddings is not None:
+            check_embedding_dim(data, state.input_dim, "this model")
+            vectors = np.asarray(data.embeddings[rows], dtype=np.float32)
+        else:
+            vectors = state.embedder.embed([data.texts[i] for i in rows], store=False)
+        table = embedding_table(vectors, state.device)
+        prompts = np.where(prompts >= 0, local[np.maximum(prompts, 0)], -1)
+        responses = local[responses]
+    return reference_stats(reference_scores(state.net, table, prompts, responses), source=source)
+
+
 def score_texts(net: RewardNet, weights: torch.Tensor, prompts: Sequence[str | None], responses: Sequence[str],
-                embed: Callable[[list[str]], np.ndarray], input_dim: int | None = None) -> torch.Tensor:
+                embed: Callable[[list[str]], np.ndarray], input_dim: int | None = None, *,
+                aggregates: Sequence[str | None] | None = None, reference_stats=None,
+                user_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Rewards (n,) on the CPU of text items: every distinct text embedded once by `embed`.
 
-    weights (n, K) on the net's device; prompts None or "" mean "no prompt".
+    weights (n, K) on the net's device; prompts None or "" mean "no prompt". `aggregates` (one spec
+    or None per item) and what they need: see `score_items`.
     """
     n = len(responses)
     if n == 0:
@@ -50,7 +105,7 @@ def score_texts(net: RewardNet, weights: torch.Tensor, prompts: Sequence[str | N
         raise ModelFileError(f"the encoder gives {np.shape(vectors)[1]}-d vectors, this model expects {input_dim}")
     table = embedding_table(vectors, dev)  # (T + 1, D), row T: no prompt
     p, x = torch.from_numpy(p_rows).to(dev), torch.from_numpy(x_rows).to(dev)
-    return score_vectors(net, weights.to(table.dtype), table[p], table[x])
+    return score_items(net, weights.to(table.dtype), table[p], table[x], aggregates, reference_stats, user_weights)
 
 
 def text_embedder(state: FittedModel, *, store: bool) -> Callable[[list[str]], np.ndarray]:

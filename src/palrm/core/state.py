@@ -7,6 +7,7 @@
     embedder     the text encoder and its embedding cache (`palrm.core.table.Embedder`)
     backbone     the fine-tuned backbone (PAL-Large) or None; it is also the embedder's encoder
     config       the full PALConfig (train.device is where net lives)
+    reference_stats  mean and std of each prototype's reward on the reference set (palrm.aggregate)
 
 The facade (`PALRewardModel`) holds one of these; serve, export, bench and the integrations use
 these functions instead of reaching into the facade.
@@ -61,6 +62,7 @@ class FittedModel:
     backbone: Any = None
     history: list = field(default_factory=list)
     user_index: dict[str, int] = field(default_factory=dict)
+    reference_stats: Any = None  # palrm.aggregate.ReferenceStats: the prototypes' common scale for aggregates
 
     def __post_init__(self) -> None:
         self.users = [str(u) for u in self.users]
@@ -78,7 +80,7 @@ class FittedModel:
     def copy_users(self) -> "FittedModel":
         """A copy whose network and user table can change without touching this one (encoder shared)."""
         return FittedModel(copy.deepcopy(self.net), list(self.users), self.config, self.input_dim, self.precomputed,
-                           self.embedder, self.backbone, list(self.history), dict(self.user_index))
+                           self.embedder, self.backbone, list(self.history), dict(self.user_index), self.reference_stats)
 
     # ------------------------------------------------------------------ users
     def user_row(self, user_id: str | None) -> int:
