@@ -1,7 +1,7 @@
 """Regenerate the benchmark tables of docs/benchmarks.md between marker comments.
 
 Only the text between `<!-- palrm-bench:NAME:start -->` and `<!-- palrm-bench:NAME:end -->` is
-replaced (NAME = paper or perf); the rest of the file stays hand-written. Missing markers are
+replaced (NAME = paper, perf or aggregation); the rest of the file stays hand-written. Missing markers are
 appended at the end of the file. The PNGs the tables embed are copied to docs/img/bench/.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 PAPER_PNGS = ("accuracy_vs_k_persona.png", "accuracy_vs_k_synthetic.png", "few_shot_persona.png", "few_shot_synthetic.png",
               "synthetic_d2_partition.png", "synthetic_d2_mixture.png", "mixture_weights.png")
 PERF_PNGS = ("perf.png",)
+AGGREGATION_PNGS = ("aggregation.png",)
 
 
 def _marker(name: str, end: bool = False) -> str:
@@ -188,6 +189,43 @@ def perf_markdown(results: Path, img_rel: str) -> str:
     return "\n".join(out)
 
 
+def aggregation_markdown(results: Path, img_rel: str) -> str:
+    """Best-of-N win rates and standardised true rewards per group under each aggregate; the target; the cost."""
+    s = json.loads((results / "summary.json").read_text())
+    n = s.get("summary_n", 16)
+    pops = [p for p in ("synthetic_10to1", "synthetic_3to1", "persona_10to1", "persona_3to1") if p in s]
+    out = [f"Profile `{s['profile']}`. Best-of-{n}: each draw of {n} candidates keeps the one with the highest aggregated "
+           "reward of the trained model (K = 2); each TRUE group judges it: win rate against a random candidate of the "
+           "draw (ties half) and mean standardised true reward. `btl` = the BTL baseline's reward; `true maxmin` selects "
+           "with the true rewards (the egalitarian ceiling). Cells: majority / minority.", ""]
+    aggs = [a for a in ("btl", "mean", "mean:size", "maxmin", "alpha:1", "softmin:1", "quantile:0.1", "true maxmin") if a in s[pops[0]]]
+    rows = []
+    for a in aggs:
+        row = [f"`{a}`"]
+        for p in pops:
+            w, r = s[p][a]["group_win_rate"], s[p][a]["group_reward"]
+            row.append(f"{w['majority']:.3f} / {w['minority']:.3f} ({r['majority']:+.2f} / {r['minority']:+.2f})")
+        rows.append(row)
+    out.append(_table(["aggregate", *[f"{p}: win rate (reward)" for p in pops]], rows))
+    acc_rows = [[p, *[f"{s[p]['test_accuracy'][m][g]:.3f}" if s[p]["test_accuracy"][m][g] is not None else "n/a"
+                      for m in ("pal", "btl") for g in ("majority", "minority")]] for p in pops]
+    out += ["", "Test accuracy of the trained models per true group (PAL majority, PAL minority, BTL majority, BTL minority):", "",
+            _table(["population", "PAL maj.", "PAL min.", "BTL maj.", "BTL min."], acc_rows)]
+    c = s["checks"]
+    gain = c["synthetic_10to1_minority_gain_over"]
+    out += ["", f"Target (synthetic_10to1: maxmin raises the minority's win rate by >= 15 points over `btl` and `mean`, the "
+            f"majority keeps >= 50%): **{'met' if c['synthetic_10to1_target_met'] else 'missed'}**. Minority gain of "
+            f"`maxmin` over `btl` {100 * gain['btl']:+.1f} points, over `mean` {100 * gain['mean']:+.1f}, over `mean:size` "
+            f"{100 * gain['mean:size']:+.1f}; majority win rate under `maxmin` {c['synthetic_10to1_majority_win_rate_maxmin']:.3f}."]
+    if s.get("cost"):
+        cost = s["cost"]
+        out += ["", f"Cost of aggregated scoring ({cost['items']} items, precomputed embeddings, {cost['population']} PAL-B, "
+                f"median of {cost['repeats']} interleaved calls): one user {1000 * cost['seconds']['one_user']:.2f} ms; "
+                + ", ".join(f"`{k}` {100 * v:+.1f}%" for k, v in cost["overhead_vs_one_user"].items()) + " over one user."]
+    out += ["", f"![aggregation]({img_rel}/aggregation.png)"]
+    return "\n".join(out)
+
+
 def update_docs(doc: Path, results_root: Path, suites: list[str]) -> list[Path]:
     """Rewrite the marked blocks of `doc` for `suites` from `results_root/<suite>/`; copy the PNGs."""
     img_dir = doc.parent / "img" / "bench"
@@ -196,9 +234,10 @@ def update_docs(doc: Path, results_root: Path, suites: list[str]) -> list[Path]:
     written = []
     for suite in suites:
         res = results_root / suite
-        body = paper_markdown(res, "img/bench") if suite == "paper" else perf_markdown(res, "img/bench")
-        text = replace_block(text, suite, body)
-        for name in PAPER_PNGS if suite == "paper" else PERF_PNGS:
+        render, pngs = {"paper": (paper_markdown, PAPER_PNGS), "perf": (perf_markdown, PERF_PNGS),
+                        "aggregation": (aggregation_markdown, AGGREGATION_PNGS)}[suite]
+        text = replace_block(text, suite, render(res, "img/bench"))
+        for name in pngs:
             if (res / name).exists():
                 shutil.copyfile(res / name, img_dir / name)
                 written.append(img_dir / name)
