@@ -73,6 +73,7 @@ __all__ = [
     "group_weights",
     "maxmin",
     "mean",
+    "needs_users",
     "parse_aggregate",
     "prototype_scores",
     "quantile",
@@ -348,11 +349,12 @@ def fit_reference_stats(net: Any, table: torch.Tensor, data: PairData, seed: int
 
 
 def population_reward(net: Any, stats: ReferenceStats | None, agg: str | Aggregate, prompt: torch.Tensor,
-                      response: torch.Tensor) -> torch.Tensor:
+                      response: torch.Tensor, user_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Aggregated rewards (n,) of items given as prompt and response vectors (n, D), on the CPU.
 
-    One forward pass for the K per-prototype scores; the known users' weights are read only when the
-    aggregate needs them ("@users", "mean:size")."""
+    One forward pass for the K per-prototype scores. The groups' users are `user_weights` (U, K) when
+    given (an exported model carries them), else the net's known users, read only when the aggregate
+    needs them ("@users", "mean:size")."""
     agg = parse_aggregate(agg)
     if stats is None:
         raise ConfigError("this model has no reference statistics for aggregates (saved by an older palrm): "
@@ -360,6 +362,12 @@ def population_reward(net: Any, stats: ReferenceStats | None, agg: str | Aggrega
     net.eval()
     with torch.no_grad():
         scores = prototype_scores(net, prompt, response)  # (n, K)
-        needs_users = net.has_users and (agg.over == "users" or agg.weighting == "size")
-        users = net.user_weights(torch.arange(net.num_users, device=scores.device)) if needs_users else None
-        return aggregate_rewards(scores, stats, agg, users).cpu()
+        if needs_users(agg, net.has_users) and user_weights is None:
+            user_weights = net.user_weights(torch.arange(net.num_users, device=scores.device))  # (U, K)
+        return aggregate_rewards(scores, stats, agg, user_weights if net.has_users else None).cpu()
+
+
+def needs_users(agg: str | Aggregate, has_users: bool = True) -> bool:
+    """Whether `agg` reads the users' weights (over users, or the mean weighted by group size)."""
+    agg = parse_aggregate(agg)
+    return has_users and (agg.over == "users" or agg.weighting == "size")
