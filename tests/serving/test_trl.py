@@ -104,3 +104,14 @@ def test_grpo_trainer_two_steps_offline(model_dir, tmp_path):
     assert {"user0", "user1"} <= {u for users, _ in calls for u in users}
     assert all(np.isfinite(r).all() for _, r in calls)
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, policy.parameters()))
+
+
+def test_aggregate_reward_function(model_dir):
+    model = PALRewardModel.load(model_dir)
+    f = reward_function(model, aggregate="maxmin")
+    got = f(prompts=["Which pet?"] * 2, completions=[CATS, DOGS], user_id=["user0", "nobody"])  # users are ignored
+    np.testing.assert_allclose(got, model.reward(None, "Which pet?", [CATS, DOGS], aggregate="maxmin"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="valid forms"):
+        reward_function(model, aggregate="softmin:0")
+    with pytest.raises(ConfigError, match="default_user"):
+        reward_function(model, aggregate="maxmin", default_user="user0")

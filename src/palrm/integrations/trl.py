@@ -91,6 +91,7 @@ def reward_function(
     user_column: str = "user_id",
     default_user: str | None = None,
     default_weights: Any = None,
+    aggregate: str | None = None,
     name: str | None = None,
 ) -> Callable[..., list[float]]:
     """A TRL reward function `f(prompts, completions, **columns) -> list[float]` backed by palrm.
@@ -100,6 +101,8 @@ def reward_function(
         user_column: the dataset column holding each example's user id (PALRewardModel only).
         default_user: user for examples without a user id (column absent or value None).
         default_weights: mixture for such examples instead: K numbers, "population" or "group:k".
+        aggregate: one reward for the whole population for every example, e.g. "maxmin", "alpha:1",
+            "quantile:0.1@users" (`palrm.aggregate`); the user column is then ignored.
         name: the function's `__name__` (TRL logs rewards under it); default "palrm_reward".
 
     Without a default, an example without a user id raises ConfigError; an unknown user id raises
@@ -111,6 +114,15 @@ def reward_function(
     scalar = isinstance(rm, ScalarRewardModel)
     if default_user is not None and default_weights is not None:
         raise ConfigError("reward_function: give default_user or default_weights, not both")
+    if aggregate is not None:
+        from palrm.aggregate import parse_aggregate
+
+        if scalar:
+            raise ConfigError("reward_function: a ScalarRewardModel has one reward already; export it with "
+                              "`palrm export --aggregate SPEC` instead of passing aggregate=")
+        if default_user is not None or default_weights is not None:
+            raise ConfigError("reward_function: aggregate scores every example for the population; drop default_user/default_weights")
+        aggregate = str(parse_aggregate(aggregate))  # a bad spec fails here, not at the first training step
 
     def palrm_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         n = len(completions)
@@ -120,6 +132,8 @@ def reward_function(
         c_texts = [completion_text(c) for c in completions]
         if scalar:
             return [float(x) for x in rm(p_texts, c_texts)]
+        if aggregate is not None:
+            return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate)]
         users = kwargs.get(user_column)
         if users is None:
             users = [None] * n
