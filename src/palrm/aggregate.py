@@ -209,8 +209,21 @@ def alpha_fair(z: torch.Tensor, a: float, pi: torch.Tensor | None = None) -> tor
 
 
 def quantile(z: torch.Tensor, q: float) -> torch.Tensor:
-    """The q-quantile of each row over the groups (linear interpolation): (n, G) -> (n,)."""
-    return torch.quantile(z, q, dim=1)
+    """The q-quantile of each row over the groups (linear interpolation, as torch.quantile): (n, G) -> (n,).
+
+    Only the two order statistics around position q (G - 1) are found (top-k from the nearer end),
+    which is several times faster than sorting every row when G is the number of users."""
+    g = z.shape[1]
+    pos = q * (g - 1)
+    lo = min(int(math.floor(pos)), g - 1)
+    hi = min(lo + 1, g - 1)
+    if lo < g / 2:  # ascending order statistics lo and hi: the hi + 1 smallest
+        v = z.topk(hi + 1, dim=1, largest=False, sorted=True).values  # (n, hi + 1)
+        a, b = v[:, lo], v[:, hi]
+    else:  # from the top: ascending index i is the (g - 1 - i)-th largest
+        v = z.topk(g - lo, dim=1, largest=True, sorted=True).values  # (n, g - lo)
+        a, b = v[:, g - 1 - lo], v[:, g - 1 - hi]
+    return a + (pos - lo) * (b - a)
 
 
 # ---------------------------------------------------------------------------------------- common scale

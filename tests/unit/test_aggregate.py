@@ -79,6 +79,13 @@ def test_quantile_hand_computed():
     assert quantile(Z, 0.25).tolist() == pytest.approx([-0.5, 0.0, -1.75])
 
 
+@pytest.mark.parametrize("g", [1, 2, 3, 66])
+def test_quantile_equals_torch_quantile(g):
+    z = torch.randn(50, g, dtype=torch.float64, generator=torch.Generator().manual_seed(g))
+    for q in (0.0, 0.1, 0.25, 0.5, 0.77, 0.9, 1.0):
+        assert torch.allclose(quantile(z, q), torch.quantile(z, q, dim=1)), q
+
+
 @pytest.mark.parametrize("spec", ["mean", "mean:size", "maxmin", "softmin:0.3", "alpha:0", "alpha:1", "alpha:4", "quantile:0.2"])
 def test_equal_group_rewards_give_that_reward(spec):
     """On the common scale, G equal values aggregate to that value, whatever the aggregate."""
