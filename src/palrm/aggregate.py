@@ -67,7 +67,6 @@ __all__ = [
     "MAX_REFERENCE_ITEMS",
     "ReferenceStats",
     "aggregate_rewards",
-    "fit_reference_stats",
     "population_reward",
     "alpha_fair",
     "group_weights",
@@ -351,14 +350,6 @@ def reference_scores(net: Any, table: torch.Tensor, prompt_rows: np.ndarray, res
             pv = torch.where((p != NO_PROMPT)[:, None], table[p.clamp(min=0)], torch.zeros((), device=dev))
             out.append(prototype_scores(net, pv, table[x]))
     return torch.cat(out, 0)
-
-
-def fit_reference_stats(net: Any, table: torch.Tensor, data: PairData, seed: int = 0) -> ReferenceStats:
-    """ReferenceStats of `net` on the reference set of `data` (`reference_items`), whose texts are the
-    rows of `table` (len(data.texts) + 1, D)."""
-    prompts, responses = reference_items(data, seed=seed)
-    return reference_stats(reference_scores(net, table, prompts, responses),
-                           source=f"{len(responses)} distinct (prompt, response) items of the training pairs")
 
 
 def population_reward(net: Any, stats: ReferenceStats | None, agg: str | Aggregate, prompt: torch.Tensor,
