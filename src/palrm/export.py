@@ -41,16 +41,17 @@ from palrm.core import (
     check_format_version,
     encoder_spec,
     resolve_device,
+    score_items,
     score_texts,
-    score_vectors,
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
 
 logger = logging.getLogger(__name__)
 
 SCALAR_FORMAT = "palrm-scalar-reward"
-SCALAR_FORMAT_VERSION = 1
+SCALAR_FORMAT_VERSION = 2  # 2: exports of a population aggregate (format 1: one mixture; both are read)
 MIXTURE_KEY = "palrm.mixture_weights"
+AGGREGATE_USERS_KEY = "palrm.aggregate_user_weights"  # (U, K) the users an aggregate runs over, when it needs them
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 
 __all__ = ["ScalarRewardModel", "export_scalar"]
@@ -83,6 +84,29 @@ def _mixture(state, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict
     else:
         desc = {"source": "weights", "description": f"the mixture {[round(float(x), 4) for x in w]}"}
     return w, desc
+
+
+def _aggregate(state, aggregate: str, user_id, weights, tensors: dict) -> tuple[dict, dict]:
+    """(mixture description, config.json "aggregate" entry) of an aggregate export; adds the users'
+    weights to `tensors` when the aggregate runs over them."""
+    from palrm.aggregate import needs_users, parse_aggregate
+
+    agg = parse_aggregate(aggregate)
+    if user_id is not None or weights is not None:
+        raise ConfigError("export: give a user id, mixture weights or an aggregate, not more than one")
+    if state.reference_stats is None:
+        raise ConfigError("export: this model has no reference statistics for aggregates (saved by an older palrm); "
+                          "load it, call model.set_reference(training_pairs), save it, then export")
+    entry = {"spec": str(agg), "reference_stats": state.reference_stats.to_dict(), "n_users": None}
+    if needs_users(agg, state.net.has_users):
+        state.net.eval()
+        with torch.no_grad():
+            tensors[AGGREGATE_USERS_KEY] = state.net.user_weights(torch.arange(len(state.users), device=state.device)).cpu().contiguous()
+        entry["n_users"] = len(state.users)
+    who = f"its {len(state.users)} users" if agg.over == "users" else f"its K={state.net.k} learned groups"
+    desc = {"source": "aggregate", "aggregate": str(agg), "weights": None,
+            "description": f"the population aggregate `{agg}` over {who}"}
+    return desc, entry
 
 
 def _metrics_near(model_dir: Path | None) -> dict | None:
@@ -126,8 +150,10 @@ def export_scalar(
     weights: Any = None,
     source: str | os.PathLike | None = None,
     eval_pairs=None,
+    aggregate: str | None = None,
 ) -> Path:
-    """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k') to `out_dir`.
+    """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k'; or a
+    population `aggregate` such as "maxmin", see `palrm.aggregate`) to `out_dir`.
 
     `model`: a fitted `PALRewardModel` or its `palrm.core.FittedModel`.
 
@@ -141,14 +167,20 @@ def export_scalar(
     if state.precomputed:
         raise PalrmError("this model was trained on precomputed embeddings, not texts; a scalar text reward "
                          "model cannot be exported from it")
-    w, mixture = _mixture(state, user_id, weights)
-    mixture["weights"] = [float(x) for x in w]
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
+    if aggregate is not None:
+        mixture, agg_meta = _aggregate(state, aggregate, user_id, weights, tensors)
+    else:
+        w, mixture = _mixture(state, user_id, weights)
+        mixture["weights"] = [float(x) for x in w]
+        tensors[MIXTURE_KEY] = torch.from_numpy(w.copy())
+        agg_meta = None
     source_dir = Path(source) if source is not None else None
     cfg = state.config
     encoder = state.embedder.encoder
     meta = {
         "format": SCALAR_FORMAT,
-        "format_version": SCALAR_FORMAT_VERSION,
+        "format_version": 1 if agg_meta is None else 2,
         "palrm_version": __version__,
         "kind": state.net.kind,
         "input_dim": state.input_dim,
@@ -159,9 +191,8 @@ def export_scalar(
         "config": cfg.to_dict(),
         "metrics": _metrics_near(source_dir),
         "eval": None,
+        "aggregate": agg_meta,
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
-    tensors[MIXTURE_KEY] = torch.from_numpy(w.copy())
     out_dir = Path(out_dir)
     if source_dir is not None and out_dir.resolve() == source_dir.resolve():
         raise PalrmError(f"{out_dir} is the model being exported; export to another directory (-o)")
@@ -234,10 +265,8 @@ def _model_card(meta: dict, name: str) -> str:
         f"d={m.get('d', '?')}), input dimension {meta['input_dim']}",
         f"- text encoder: `{meta['encoder']['spec']}` (identity `{meta['encoder']['identity']}`); the reward is only "
         "meaningful with this encoder",
-        f"- mixture weights over the K prototypes: {[round(x, 6) for x in meta['mixture']['weights']]}",
+        *_card_who(meta),
         f"- source model: {meta['source_model']['path'] or '(in memory)'}, {meta['source_model']['num_users']} users",
-        "- the difference of two rewards for the same prompt is the source model's preference logit for this "
-        "user or mixture: P(A preferred over B) = sigmoid(r(A) - r(B))",
         "",
         "## Accuracy",
         "",
@@ -254,6 +283,17 @@ def _model_card(meta: dict, name: str) -> str:
     return "\n".join(lines)
 
 
+def _card_who(meta: dict) -> list[str]:
+    if meta.get("aggregate"):
+        a = meta["aggregate"]
+        return [f"- aggregate: `{a['spec']}` (palrm.aggregate): each learned group's reward standardised on the source "
+                f"model's reference set ({a['reference_stats'].get('source', '?')}), then aggregated",
+                "- rewards are in standard deviations of the reference set; their differences are not preference logits"]
+    return [f"- mixture weights over the K prototypes: {[round(x, 6) for x in meta['mixture']['weights']]}",
+            "- the difference of two rewards for the same prompt is the source model's preference logit for this "
+            "user or mixture: P(A preferred over B) = sigmoid(r(A) - r(B))"]
+
+
 class ScalarRewardModel:
     """A scalar reward model exported by `palrm export`: `model(prompts, responses) -> tensor (n,)`.
 
@@ -261,12 +301,17 @@ class ScalarRewardModel:
     every response), None (no prompt), or a sequence as long as `responses`.
     """
 
-    def __init__(self, net, weights: torch.Tensor, meta: dict, *, device: str = "cpu", use_cache: bool = False,
-                 config=None, encoder=None) -> None:
+    def __init__(self, net, weights: torch.Tensor | None, meta: dict, *, device: str = "cpu", use_cache: bool = False,
+                 config=None, encoder=None, aggregate_users: torch.Tensor | None = None) -> None:
+        from palrm.aggregate import ReferenceStats
         from palrm.config import PALConfig
 
         self.net = net
-        self.weights = weights
+        self.weights = weights  # (K,) the exported mixture; None for an aggregate export
+        agg = meta.get("aggregate")
+        self.aggregate = None if not agg else agg["spec"]
+        self.reference_stats = None if not agg else ReferenceStats.from_dict(agg["reference_stats"])
+        self.aggregate_users = aggregate_users  # (U, K) or None
         self.meta = meta
         self.device = device
         self.use_cache = use_cache
@@ -305,7 +350,8 @@ class ScalarRewardModel:
         except Exception as exc:  # safetensors raises its own error types
             raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); export the model again") from None
         weights = state.pop(MIXTURE_KEY, None)
-        if weights is None:
+        users = state.pop(AGGREGATE_USERS_KEY, None)
+        if weights is None and not meta.get("aggregate"):
             raise ModelFileError(f"{directory / WEIGHTS_FILE} has no {MIXTURE_KEY}; export the model again")
         state["user_logits.weight"] = net.user_logits.weight.detach().clone()  # unused placeholder row
         try:
@@ -319,8 +365,9 @@ class ScalarRewardModel:
                                            bf16=config.finetune.bf16)
         elif encoder is not None:
             check_encoder(encoder, meta["encoder"].get("identity"), encoder_spec(encoder), directory)
-        return cls(net.to(device).eval(), weights.to(device), meta, device=device, use_cache=use_cache, config=config,
-                   encoder=encoder)
+        return cls(net.to(device).eval(), None if weights is None else weights.to(device), meta, device=device,
+                   use_cache=use_cache, config=config, encoder=encoder,
+                   aggregate_users=None if users is None else users.to(device))
 
     @property
     def encoder(self):
@@ -358,17 +405,26 @@ class ScalarRewardModel:
             raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
         if n == 0:
             return torch.zeros(0)
-        w = self.weights.float().expand(n, -1)  # (n, K)
-        return score_texts(self.net, w, prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
-                           input_dim=int(self.meta["input_dim"]))
+        return score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
+                           input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
+
+    def _weights(self, n: int) -> torch.Tensor:
+        """(n, K) the exported mixture per item (unused by an aggregate export)."""
+        if self.weights is None:
+            return torch.ones(n, self.net.k, device=self.device)
+        return self.weights.float().expand(n, -1)
+
+    def _aggregate_args(self, n: int) -> dict:
+        if self.aggregate is None:
+            return {}
+        return {"aggregates": [self.aggregate] * n, "reference_stats": self.reference_stats, "user_weights": self.aggregate_users}
 
     def score_embeddings(self, prompt_vectors: torch.Tensor | None, response_vectors: torch.Tensor) -> torch.Tensor:
         """Rewards from precomputed vectors (n, D) (prompt None: no prompt)."""
         x = torch.as_tensor(response_vectors, dtype=torch.float32, device=self.device)
         p = torch.zeros_like(x) if prompt_vectors is None else torch.as_tensor(prompt_vectors, dtype=torch.float32, device=self.device)
-        return score_vectors(self.net, self.weights.expand(x.shape[0], -1), p, x)
+        return score_items(self.net, self._weights(x.shape[0]), p, x, **self._aggregate_args(x.shape[0]))
 
     def __repr__(self) -> str:
         return (f"ScalarRewardModel(kind={self.meta['kind']!r}, encoder={self.meta['encoder']['spec']!r}, "
                 f"for={self.meta['mixture']['description']!r})")
-

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from palrm import PALRewardModel, ScalarRewardModel
+from palrm.aggregate import parse_aggregate
 from palrm.data import load_pairs
 from palrm.errors import ModelFileError, UnknownUserError
 from palrm.export import export_scalar
@@ -110,3 +111,37 @@ def test_btl_export(tmp_path):
     r = rm(["Which pet?"] * 2, ["I love cats, answer 1", "Dogs are the best, reply 2"])
     np.testing.assert_allclose(r.numpy(), model.reward(None, "Which pet?", ["I love cats, answer 1", "Dogs are the best, reply 2"],
                                                        weights="population"), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["maxmin", "alpha:1", "mean:size", "quantile:0.1"])
+def test_exported_aggregate_gives_the_library_rewards(model_dir, pairs, tmp_path, spec):
+    """The exported scalar model carries the aggregate (its reference statistics, and the users' weights
+    when the aggregate runs over users): the same rewards as model.reward(None, ..., aggregate=spec)."""
+    model = PALRewardModel.load(model_dir)
+    out = export_scalar(model, tmp_path / "rm", aggregate=spec, source=model_dir)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["aggregate"]["spec"] == str(parse_aggregate(spec))
+    assert meta["format_version"] == 2 and "aggregate" in (out / "README.md").read_text()
+    rm = ScalarRewardModel.from_pretrained(out)
+    prompts, chosen, _ = _pair_texts(pairs)
+    got = rm(prompts[:12], chosen[:12]).numpy()
+    expected = model.reward_batch(prompts[:12], chosen[:12], aggregate=spec)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    vecs = torch.from_numpy(model.fitted_.embedder.embed(chosen[:3], store=False))
+    np.testing.assert_allclose(rm.score_embeddings(None, vecs).numpy(),
+                               model.reward_embeddings(None, None, vecs.numpy(), aggregate=spec), rtol=1e-5, atol=1e-5)
+
+
+def test_aggregate_export_and_score_from_the_command_line(model_dir, tmp_path, capsys):
+    from palrm.cli import main
+
+    assert main(["export", str(model_dir), "--aggregate", "maxmin", "-o", str(tmp_path / "agg")]) == 0
+    assert main(["export", str(model_dir), "--aggregate", "alpha:-1", "-o", str(tmp_path / "bad")]) == 2
+    assert "valid forms" in capsys.readouterr().err
+    rm = ScalarRewardModel.from_pretrained(tmp_path / "agg")
+    assert main(["score", "--model", str(model_dir), "--aggregate", "maxmin", "--prompt", "Which pet?",
+                 "--response", "I love cats, answer 3", "--response", "Dogs are the best, reply 4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["aggregate"] for r in rows] == ["maxmin", "maxmin"]
+    np.testing.assert_allclose([r["reward"] for r in rows],
+                               rm("Which pet?", ["I love cats, answer 3", "Dogs are the best, reply 4"]).numpy(), rtol=1e-5, atol=1e-5)

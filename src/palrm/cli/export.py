@@ -26,7 +26,7 @@ def cmd_export(args) -> int:
 
     model = PALRewardModel.load(args.model_dir, device=args.device)
     out = export_scalar(model, args.output, user_id=args.user, weights=mixture_from_args(args), source=args.model_dir,
-                        eval_pairs=args.data)
+                        eval_pairs=args.data, aggregate=args.aggregate)
     meta = json.loads((out / CONFIG_FILE).read_text())
     print(f"exported the reward of {meta['mixture']['description']} to {out} (config.json, model.safetensors, README.md)")
     if meta.get("eval"):

@@ -169,12 +169,14 @@ def write_rejected(args, run_dir) -> None:
 
 # ---------------------------------------------------------------------------------------------- whose reward
 def add_mixture_flags(p: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """--user ID | --population | --group K | --weights W1,...,WK (mutually exclusive)."""
+    """--user ID | --population | --group K | --weights W1,...,WK | --aggregate SPEC (mutually exclusive)."""
     who = p.add_mutually_exclusive_group(required=required)
     who.add_argument("--user", metavar="ID", help="a user the model knows")
     who.add_argument("--population", action="store_true", help="the mean user's weights")
     who.add_argument("--group", type=int, metavar="K", help="prototype K alone (one-hot weights)")
     who.add_argument("--weights", metavar="W1,...,WK", help="explicit mixture weights (normalised to sum 1)")
+    who.add_argument("--aggregate", metavar="SPEC", help="one reward for the whole population: mean, mean:size, maxmin, "
+                     "softmin:TAU, alpha:A, quantile:Q, optionally @users or @prototypes (see palrm.aggregate)")
 
 
 def mixture_from_args(args):

@@ -58,14 +58,18 @@ def cmd_score(args) -> int:
             raise ConfigError("give --response TEXT (repeatable) or --input FILE with response[, prompt, user_id] columns")
         rows = pd.DataFrame({"prompt": args.prompt or "", "response": args.response})
     rows["prompt"] = rows["prompt"].fillna("").astype(str) if "prompt" in rows else ""
+    if args.aggregate:  # one population reward: a user_id column does not matter
+        rows["user_id"] = None
     rows["user_id"] = rows["user_id"].astype(object).where(rows["user_id"].notna(), args.user) if "user_id" in rows else args.user
-    if model.net_.has_users and weights is None and rows["user_id"].isna().any():
-        raise ConfigError("say whose reward: --user ID, --population, --group K, --weights w1,...,wK, or a user_id column")
+    if model.net_.has_users and weights is None and not args.aggregate and rows["user_id"].isna().any():
+        raise ConfigError("say whose reward: --user ID, --population, --group K, --weights w1,...,wK, --aggregate SPEC, "
+                          "or a user_id column")
     results = []
     for (user, prompt), group in rows.groupby(["user_id", "prompt"], sort=False, dropna=False):
         user = None if pd.isna(user) else str(user)
-        rewards = model.reward(user, prompt, [str(r) for r in group["response"]], weights=weights)
-        results += [{"user_id": user, "prompt": prompt, "response": str(x), "reward": r} for x, r in zip(group["response"], rewards)]
+        rewards = model.reward(user, prompt, [str(r) for r in group["response"]], weights=weights, aggregate=args.aggregate)
+        who = {"aggregate": args.aggregate} if args.aggregate else {"user_id": user}
+        results += [{**who, "prompt": prompt, "response": str(x), "reward": r} for x, r in zip(group["response"], rewards)]
     if args.json:
         print_json(results)
         return 0
