@@ -189,8 +189,11 @@ def maxmin(z: torch.Tensor) -> torch.Tensor:
 
 
 def softmin(z: torch.Tensor, tau: float, pi: torch.Tensor | None = None) -> torch.Tensor:
-    """-tau log sum_g pi_g exp(-z_g / tau): (n, G) -> (n,); between min_g z_g and the pi-mean."""
-    return -tau * torch.logsumexp(-z / tau + _pi(pi, z).log(), dim=1)
+    """-tau log sum_g pi_g exp(-z_g / tau): (n, G) -> (n,); between min_g z_g and the pi-mean.
+
+    Computed as min_g z_g - tau log sum_g pi_g exp(-(z_g - min) / tau), finite for any tau > 0."""
+    low = z.min(dim=1, keepdim=True).values  # (n, 1)
+    return low.squeeze(1) - tau * torch.logsumexp(-(z - low) / tau + _pi(pi, z).log(), dim=1)
 
 
 def alpha_fair(z: torch.Tensor, a: float, pi: torch.Tensor | None = None) -> torch.Tensor:
@@ -201,8 +204,9 @@ def alpha_fair(z: torch.Tensor, a: float, pi: torch.Tensor | None = None) -> tor
     p = 1.0 - a
     if abs(p) < 1e-12:  # the geometric mean (Nash welfare)
         log_m = log_u @ log_pi.exp()
-    else:
-        log_m = torch.logsumexp(p * log_u + log_pi, dim=1) / p  # (n,)
+    else:  # (1/p) log sum_g pi_g u_g^p, shifted by the dominant log u so that no term overflows for any finite A
+        ref = (log_u.min(dim=1, keepdim=True) if p < 0 else log_u.max(dim=1, keepdim=True)).values  # (n, 1)
+        log_m = ref.squeeze(1) + torch.logsumexp(p * (log_u - ref) + log_pi, dim=1) / p  # (n,)
     log_m = log_m.clamp(max=-1e-300)  # M < 1 in exact arithmetic
     return (log_m - torch.log(-torch.expm1(log_m))).to(z.dtype)  # logit(M) = log M - log(1 - M)
 

@@ -233,3 +233,27 @@ def test_adapting_a_known_user_refits_on_all_their_pairs(model_dir, tmp_path, us
     np.testing.assert_allclose(out["weights"], once["weights"], rtol=1e-5, atol=1e-6)
     a.store.close()
     b.store.close()
+
+def test_aggregate_items_and_get_reward_default_give_the_library_rewards(model_dir, tmp_path):
+    """/v1/reward items with "aggregate" instead of a user, mixed with users in one request, and
+    /get_reward through --default-aggregate: the same rewards as model.reward(None, ..., aggregate=...)."""
+    engine = _engine(model_dir, tmp_path, default_aggregate="alpha:1")
+    responses = ["I love cats, answer 3", "Dogs are the best, reply 4", "cats and dogs"]
+    with TestClient(create_app(engine)) as client:
+        items = [{"aggregate": spec, "prompt": PROMPT, "response": r} for spec in ("maxmin", "quantile:0.1@users") for r in responses]
+        items.append({"user_id": "user0", "prompt": PROMPT, "response": responses[0]})
+        got = client.post("/v1/reward", json={"items": items})
+        assert got.status_code == 200, got.text
+        r = got.json()["rewards"]
+        model = engine.model
+        np.testing.assert_allclose(r[:3], model.reward(None, PROMPT, responses, aggregate="maxmin"), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(r[3:6], model.reward(None, PROMPT, responses, aggregate="quantile:0.1@users"), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(r[6], model.reward("user0", PROMPT, responses[:1])[0], rtol=1e-5, atol=1e-5)
+        q = client.post("/get_reward", json={"query": [PROMPT + " " + x for x in responses], "prompts": [PROMPT] * 3})
+        assert q.status_code == 200, q.text
+        np.testing.assert_allclose(q.json()["rewards"], model.reward(None, PROMPT, [" " + x for x in responses], aggregate="alpha:1"),
+                                   rtol=1e-5, atol=1e-5)
+        for bad, what in (({"aggregate": "softmin:0", "response": "x"}, "valid forms"),
+                          ({"aggregate": "maxmin", "user_id": "user0", "response": "x"}, "not more")):
+            resp = client.post("/v1/reward", json={"items": [bad]})
+            assert resp.status_code == 422 and what in resp.json()["detail"], resp.text

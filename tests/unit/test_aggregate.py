@@ -73,6 +73,16 @@ def test_alpha_fair_hand_computed_and_limits():
     assert a == sorted(a, reverse=True)
 
 
+@pytest.mark.parametrize("spec", ["softmin:1e-300", "softmin:1e300", "alpha:1e300", "alpha:1e-300", "alpha:0.999999999999"])
+def test_extreme_parameters_stay_finite(spec):
+    stats = ReferenceStats(np.zeros(2), np.ones(2), 10)
+    z = torch.tensor([[1.0, -1.0], [40.0, 35.0], [-40.0, 3.0]], dtype=torch.float64)
+    out = aggregate_rewards(z, stats, spec, None)
+    assert torch.isfinite(out).all(), out
+    if spec in ("softmin:1e-300", "alpha:1e300"):
+        assert out.tolist() == pytest.approx([-1.0, 30.0 if spec.startswith("alpha") else 35.0, -30.0 if spec.startswith("alpha") else -40.0], abs=1e-6)
+
+
 def test_quantile_hand_computed():
     assert quantile(Z, 0.5).tolist() == pytest.approx([0.0, 0.0, -0.5])
     assert quantile(Z, 0.0).tolist() == [-1.0, 0.0, -3.0]

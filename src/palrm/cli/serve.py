@@ -72,6 +72,7 @@ def settings_from_args(args):
         max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_pairs=args.max_pairs,
         max_text_chars=args.max_text_chars, queue_items=args.queue_items, max_batch_items=args.max_batch_items,
         batching=not args.no_batching, default_user=args.default_user, default_weights=default_weights,
+        default_aggregate=args.default_aggregate,
         embedding_cache=args.embedding_cache, device=args.device,
     )
 
@@ -109,6 +110,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--store", metavar="PATH", help="SQLite user store (default: MODEL_DIR.users.sqlite beside the model)")
     p.add_argument("--default-user", metavar="ID", help="user for /get_reward queries without labels (and items without user_id)")
     p.add_argument("--default-weights", metavar="SPEC", help="instead: population, group:K or w1,...,wK")
+    p.add_argument("--default-aggregate", metavar="SPEC", help="instead: one reward for the population for /get_reward "
+                   "queries without labels: maxmin, mean, alpha:1, ... (palrm.aggregate)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
     g.add_argument("--max-items", type=int, default=256, help="items (or queries) per request (default 256)")

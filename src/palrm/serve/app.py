@@ -60,8 +60,17 @@ class _Who(_Strict):
 
 
 class RewardItem(_Who):
+    aggregate: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="instead of user_id / weights: one reward for the population, e.g. 'maxmin', 'mean', 'alpha:1', "
+                          "'softmin:0.5', 'quantile:0.1@users' (palrm.aggregate)")
     prompt: Text = Field("", description="the prompt (may be empty for prompt-free data)")
     response: Text
+
+    @model_validator(mode="after")
+    def _one_of_three(self):
+        if self.aggregate is not None and (self.user_id is not None or self.weights is not None):
+            raise ValueError("give one of 'user_id', 'weights' or 'aggregate', not more")
+        return self
 
 
 class CompareItem(_Who):
@@ -258,6 +267,9 @@ def create_app(engine: RewardEngine) -> FastAPI:
         items = []
         for it in body.items:
             check_texts(it.prompt, it.response)
+            if it.aggregate is not None:
+                items.append(Item(None, None, it.prompt, it.response, engine.resolve_aggregate(it.aggregate)))
+                continue
             user, w = resolve(it)
             items.append(Item(user, w, it.prompt, it.response))
         return RewardResponse(rewards=await engine.score(items))
@@ -307,10 +319,13 @@ def create_app(engine: RewardEngine) -> FastAPI:
             check_texts(q, prompt)
             response = q[len(prompt):] if prompt and q.startswith(prompt) else q
             label = body.labels[i] if body.labels is not None else None
+            if label in (None, "") and s.default_aggregate is not None:
+                items.append(Item(None, None, prompt, response, s.default_aggregate))
+                continue
             if label in (None, "") and s.default_user is None and s.default_weights is None and engine.has_users:
                 raise HTTPException(422, f"query {i} has no user id: send it in 'labels' (OpenRLHF: --label_key "
                                          "with a dataset column of user ids), or start the server with --default-user "
-                                         "ID / --default-weights population")
+                                         "ID / --default-weights population / --default-aggregate maxmin")
             user, w = engine.resolve(None if label in (None, "") else str(label), None)
             items.append(Item(user, w, prompt, response))
         r = await engine.score(items)

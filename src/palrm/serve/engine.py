@@ -56,6 +56,7 @@ class ServeSettings:
     batching: bool = True
     default_user: str | None = None
     default_weights: Any = None
+    default_aggregate: str | None = None  # /get_reward queries without a label: this population aggregate
     embedding_cache: bool = False
     device: str | None = None
     extra: dict = field(default_factory=dict)
@@ -67,12 +68,14 @@ class QueueFull(Exception):
 
 @dataclass
 class Item:
-    """One item to score: a known user (weights None) or explicit weights (K floats)."""
+    """One item to score: a known user (weights None), explicit weights (K floats), or a population
+    aggregate (a canonical spec of palrm.aggregate; user and weights None)."""
 
     user_id: str | None
     weights: list[float] | str | None
     prompt: str
     response: str
+    aggregate: str | None = None
 
 
 class RewardEngine:
@@ -99,6 +102,8 @@ class RewardEngine:
         self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.k)
         n = self._apply_store()
         logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
+        if settings.default_aggregate is not None:  # a bad spec fails at start-up, not on the first request
+            settings.default_aggregate = self.resolve_aggregate(settings.default_aggregate)
         self.state.embedder.embed(["palrm warm-up"], store=False)  # load the encoder now, not on the first request
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-model")
         self._queue: list[tuple[list[Item], asyncio.Future]] = []
@@ -176,9 +181,11 @@ class RewardEngine:
 
     def score_sync(self, items: list[Item]) -> np.ndarray:
         w = [it.weights for it in items]
+        aggs = [it.aggregate for it in items]
         return self.model.reward_batch([it.prompt for it in items], [it.response for it in items],
                                        user_ids=[it.user_id for it in items],
-                                       weights=w if any(x is not None for x in w) else None)
+                                       weights=w if any(x is not None for x in w) else None,
+                                       aggregate=aggs if any(a is not None for a in aggs) else None)
 
     # ------------------------------------------------------------------ request-side checks (event loop)
     def resolve(self, user_id: str | None, weights: Any) -> tuple[str | None, list[float] | None]:
@@ -188,8 +195,9 @@ class RewardEngine:
             if user_id is None and weights is None:
                 if not self.has_users:
                     return None, None
-                raise ConfigError("say whose reward: give each item a 'user_id' or 'weights' (K numbers, 'population' "
-                                  "or 'group:k'); or start the server with --default-user / --default-weights")
+                raise ConfigError("say whose reward: give each item a 'user_id', 'weights' (K numbers, 'population' "
+                                  "or 'group:k') or an 'aggregate' ('maxmin', ...); or start the server with "
+                                  "--default-user / --default-weights")
         if weights is not None:
             if user_id is not None:
                 raise ConfigError("give either 'user_id' or 'weights' in an item, not both")
@@ -202,6 +210,16 @@ class RewardEngine:
         if self.has_users and user_id not in self.state.user_index:
             raise unknown_user(user_id)
         return user_id, None
+
+    def resolve_aggregate(self, spec: str) -> str:
+        """The canonical form of a population aggregate spec; ConfigError (-> 422) lists the valid forms."""
+        from palrm.aggregate import parse_aggregate
+
+        canonical = str(parse_aggregate(spec))
+        if self.state.reference_stats is None:
+            raise ConfigError("this model has no reference statistics for aggregates (saved by an older palrm): load it, "
+                              "call model.set_reference(training_pairs), save it and restart the server")
+        return canonical
 
     # ------------------------------------------------------------------ async API
     async def start(self) -> None:
