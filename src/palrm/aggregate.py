@@ -326,17 +326,15 @@ def _aggregate(zg: torch.Tensor, agg: Aggregate, pi: torch.Tensor | None) -> tor
 def prototype_scores(net: Any, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     """Raw per-prototype rewards s_k(t, x) = score(e_k, t, x): prompt, response (n, D) -> (n, K).
 
-    One pass: f(x) and the K anchors are computed once, then the link against each anchor. A BTL net
-    has one reward: (n, 1).
+    One pass: f(x) and the K anchors are computed once, then the link against each anchor (the links
+    reduce over the last axis, so they broadcast: no (n, K, d) copies). A BTL net has one reward: (n, 1).
     """
     n = response.shape[0]
     if not net.has_users:
         return net.score(response.new_ones(n, 1), prompt, response).unsqueeze(1)  # (n, 1)
     fx = net.embed_response(response)  # (n, d)
-    anchors = net.anchors(prompt).expand(n, -1, -1)  # (n, K, d)
-    k, d = anchors.shape[1], anchors.shape[2]
-    s = net.link(fx.unsqueeze(1).expand(-1, k, -1).reshape(n * k, d), anchors.reshape(n * k, d))  # (n K,)
-    return s.view(n, k)
+    anchors = net.anchors(prompt)  # (n, K, d) or (1, K, d)
+    return net.link(fx.unsqueeze(1), anchors).expand(n, -1)  # (n, 1, d) against (n|1, K, d) -> (n, K)
 
 
 def reference_scores(net: Any, table: torch.Tensor, prompt_rows: np.ndarray, response_rows: np.ndarray,

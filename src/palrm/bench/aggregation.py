@@ -60,12 +60,12 @@ class Profile:
     ns: tuple = (4, 16, 64)
     epochs: int | None = None  # cap on training epochs (None: the model's own setting)
     cost_items: int = 4096
-    cost_repeats: int = 20
+    cost_repeats: int = 30
 
 
 PROFILE = {
-    "full": Profile("full", 120, 100, 5000),
-    "quick": Profile("quick", 60, 100, 2000, cost_repeats=10),
+    "full": Profile("full", 120, 100, 5000, cost_repeats=50),
+    "quick": Profile("quick", 60, 100, 2000, cost_repeats=30),
     "smoke": Profile("smoke", 20, 30, 200, ns=(4, 16), epochs=3, cost_items=256, cost_repeats=2),
 }
 
