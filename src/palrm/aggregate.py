@@ -114,7 +114,8 @@ class Aggregate:
         if self.name == "mean" and self.weighting == "size":
             head = "mean:size"
         elif self.param is not None:
-            head = f"{self.name}:{self.param:g}"
+            short = f"{self.param:g}"
+            head = f"{self.name}:{short if float(short) == self.param else repr(self.param)}"  # exact round trip
         return f"{head}@{self.over}"
 
 

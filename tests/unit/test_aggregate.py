@@ -148,6 +148,7 @@ def test_btl_has_one_group():
     ("alpha:1", Aggregate("alpha", 1.0, "prototypes")),
     ("quantile:0.1", Aggregate("quantile", 0.1, "users")),
     ("quantile:0.1@prototypes", Aggregate("quantile", 0.1, "prototypes")),
+    ("softmin:0.123456789", Aggregate("softmin", 0.123456789, "prototypes")),
 ])
 def test_parse(spec, expected):
     assert parse_aggregate(spec) == expected
