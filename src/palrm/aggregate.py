@@ -345,6 +345,7 @@ def reference_scores(net: Any, table: torch.Tensor, prompt_rows: np.ndarray, res
     A prompt row NO_PROMPT (-1) stands for no prompt (the zero vector)."""
     out = []
     dev = table.device
+    was_training = net.training
     net.eval()
     with torch.no_grad():
         for start in range(0, len(response_rows), batch_size):
@@ -352,6 +353,7 @@ def reference_scores(net: Any, table: torch.Tensor, prompt_rows: np.ndarray, res
             x = torch.as_tensor(response_rows[start:start + batch_size], device=dev)
             pv = torch.where((p != NO_PROMPT)[:, None], table[p.clamp(min=0)], torch.zeros((), device=dev))
             out.append(prototype_scores(net, pv, table[x]))
+    net.train(was_training)
     return torch.cat(out, 0)
 
 
