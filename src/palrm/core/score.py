@@ -48,11 +48,15 @@ def score_items(net: RewardNet, weights: torch.Tensor, prompts: torch.Tensor, re
 
     if aggregates is None or all(a is None for a in aggregates):
         return score_vectors(net, weights, prompts, responses)
-    out = torch.zeros(len(responses))
+    n = len(responses)
+    canonical = {a: str(parse_aggregate(a)) for a in set(aggregates) if a is not None}  # each distinct spec parsed once
     by_spec: dict[str, list[int]] = {}
     for i, a in enumerate(aggregates):
         if a is not None:
-            by_spec.setdefault(str(parse_aggregate(a)), []).append(i)
+            by_spec.setdefault(canonical[a], []).append(i)
+    if len(by_spec) == 1 and len(next(iter(by_spec.values()))) == n:  # one aggregate for every item: no gathers
+        return population_reward(net, reference_stats, next(iter(by_spec)), prompts, responses, user_weights).float()
+    out = torch.zeros(n)
     plain = [i for i, a in enumerate(aggregates) if a is None]
     if plain:
         idx = torch.tensor(plain, device=responses.device)
