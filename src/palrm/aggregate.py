@@ -250,11 +250,18 @@ class ReferenceStats:
                    int(data["n_items"]), str(data.get("source", "")))
 
 
-def reference_items(data: PairData, max_items: int = MAX_REFERENCE_ITEMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The reference set of `data`: its distinct (prompt row, response row) items, chosen and rejected
-    alike; at most `max_items`, drawn with `seed`. Returns (prompt rows, response rows), NO_PROMPT = none."""
-    prompt = np.concatenate([data.prompt, data.prompt]).astype(np.int64)
-    response = np.concatenate([data.chosen, data.rejected]).astype(np.int64)
+def reference_items(data: Any, max_items: int = MAX_REFERENCE_ITEMS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The reference set of `data` (PairData, or any pairs with prompt / chosen / rejected row arrays,
+    e.g. memory-mapped ones): its distinct (prompt row, response row) items, chosen and rejected alike;
+    at most `max_items`, drawn with `seed`. Returns (prompt rows, response rows), NO_PROMPT = none.
+    Data with more than 16 x max_items pairs is first thinned to that many pairs (seeded)."""
+    n = len(data.prompt)
+    pick = slice(None)
+    if n > 16 * max_items:  # do not sort tens of millions of rows to keep a few thousand
+        pick = np.unique(np.random.default_rng(seed).integers(0, n, 16 * max_items))
+    p, c, r = (np.asarray(a[pick]) for a in (data.prompt, data.chosen, data.rejected))
+    prompt = np.concatenate([p, p]).astype(np.int64)
+    response = np.concatenate([c, r]).astype(np.int64)
     items = np.unique(np.stack([prompt, response], 1), axis=0)  # (n_distinct, 2), sorted: deterministic
     if len(items) > max_items:
         items = items[np.sort(np.random.default_rng(seed).choice(len(items), max_items, replace=False))]

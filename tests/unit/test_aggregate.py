@@ -296,3 +296,14 @@ def test_aggregate_errors(text_model):
     m.reference_stats_ = None  # a model saved by an older palrm
     with pytest.raises(ConfigError, match="set_reference"):
         m.reward(None, "Which pet?", RESPONSES, aggregate="maxmin")
+
+
+def test_reference_items_thin_large_data_first():
+    n = 50_000
+    rng = np.random.default_rng(0)
+    pairs = PairData(texts=[str(i) for i in range(1000)], user_ids=["u"], user=np.zeros(n, dtype=np.int64),
+                     prompt=np.full(n, -1), chosen=rng.integers(0, 500, n), rejected=rng.integers(500, 1000, n))
+    prompts, responses = reference_items(pairs, max_items=100, seed=3)
+    assert len(responses) == 100 and len(set(responses.tolist())) == 100
+    again = reference_items(pairs, max_items=100, seed=3)
+    assert np.array_equal(responses, again[1])  # seeded

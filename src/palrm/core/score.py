@@ -74,14 +74,15 @@ def measure_reference(state: FittedModel, data: PairData, table: torch.Tensor | 
     from palrm.aggregate import reference_items, reference_scores, reference_stats
 
     prompts, responses = reference_items(data, seed=state.config.train.seed)
-    source = f"{len(responses)} distinct (prompt, response) items of {data.source}"
+    where = getattr(data, "source", None) or getattr(data, "directory", "the training pairs")  # PairData or MemmapPairs
+    source = f"{len(responses)} distinct (prompt, response) items of {where}"
     if table is None:  # embed only the texts the reference set uses
         rows = np.unique(np.concatenate([prompts[prompts >= 0], responses]))
-        local = np.full(len(data.texts), -1, dtype=np.int64)
+        local = np.full(len(data.embeddings) if data.embeddings is not None else len(data.texts), -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
         if data.embeddings is not None:
-            check_embedding_dim(data, state.input_dim, "this model")
             vectors = np.asarray(data.embeddings[rows], dtype=np.float32)
+            check_embedding_dim(vectors, state.input_dim, "this model")
         else:
             vectors = state.embedder.embed([data.texts[i] for i in rows], store=False)
         table = embedding_table(vectors, state.device)
