@@ -22,6 +22,7 @@ PROTOTYPE_SPACES = ("input", "latent")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu", "identity")
 LOSSES = ("bce", "hinge")
 PRIORS = ("none", "gaussian", "mixture")
+OFFSETS = ("none", "latent", "input")
 AUTO_BOOL = ("auto", "yes", "no")
 PADDING_SIDES = ("auto", "left", "right")
 ADAPT_INITS = ("population", "uniform")
@@ -46,6 +47,8 @@ class ModelConfig:
     prototype_space: str = _f("input", "PAL-A only: prototypes live in the input space and pass through f (f(P)w, the paper's default) or directly in the latent space.")
     tau_init: float = _f(1 / 0.07, "Cosine link: initial scale tau (CLIP's 1/0.07).")
     tau_max: float = _f(100.0, "Cosine link: upper cap of the learned scale tau.")
+    offset: str = _f("none", "Personal offset delta_u beyond the K-mixture (models/offset.py): none (plain PAL), latent (the ideal point moves by delta_u in R^d), or input (a linear head on [phi(x), ||phi(x)||^2] per user); Gaussian prior, MAP fit after training and for new users. Euclidean link only.")
+    offset_var: float = _f(0.0, "Prior variance sigma^2 of each offset coordinate; 0 = choose it on the validation pairs of known users (the chosen value is stored here).")
 
 
 @dataclass
@@ -192,6 +195,10 @@ class PALConfig:
         if not 0.0 <= m.dropout < 1.0:
             out.append(f"model.dropout = {m.dropout!r}: must be in [0, 1)")
         positive(m.tau_init, "model.tau_init")
+        choice(m.offset, OFFSETS, "model.offset")
+        positive(m.offset_var, "model.offset_var", zero_ok=True)
+        if m.offset != "none" and (m.link != "euclidean" or m.kind == "btl"):
+            out.append(f"model.offset = {m.offset!r} needs kind pal-a or pal-b with link euclidean (got kind {m.kind!r}, link {m.link!r})")
         if m.tau_max < m.tau_init:
             out.append(f"model.tau_max = {m.tau_max!r}: must be >= model.tau_init ({m.tau_init})")
         positive(t.epochs, "train.epochs")

@@ -7,6 +7,10 @@ P(chosen preferred) = sigmoid(logit) (the BTL model on the scores).
 
 PAL networks factor the score through user-independent *pair features* (f of both responses and
 the K anchors), so that learning a new user's K weights never recomputes (or touches) shared weights.
+
+With `model.offset` (models/offset.py) a user is [w_u, delta_u]: the "weights" a network scores with
+are then (B, K + r), the K mixture weights followed by the personal offset; (B, K) weights (a group,
+the population, explicit mixtures) mean offset 0.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 from palrm.config import ModelConfig
+from palrm.models.offset import input_features, offset_dim
 
 
 @dataclass
@@ -30,6 +35,8 @@ class PairFeatures:
     chosen: torch.Tensor
     rejected: torch.Tensor
     anchors: torch.Tensor
+    offset_chosen: torch.Tensor | None = None  # (B, r) h(chosen) of the input-space offset, else None
+    offset_rejected: torch.Tensor | None = None
 
 
 class RewardNet(nn.Module):
@@ -45,6 +52,9 @@ class RewardNet(nn.Module):
         k = config.k if self.has_users else 1
         self.user_logits = nn.Embedding(num_users, k)  # (U, K) theta_u; w_u = softmax(theta_u)
         nn.init.normal_(self.user_logits.weight, std=0.1)
+        self.offset_kind = getattr(config, "offset", "none") if self.has_users else "none"
+        if self.offset_kind != "none":  # (U, r) delta_u, fitted by MAP after training (no RNG drawn here)
+            self.register_buffer("user_offsets", torch.zeros(num_users, offset_dim(self.offset_kind, config.d, input_dim)))
 
     @property
     def num_users(self) -> int:
@@ -53,6 +63,11 @@ class RewardNet(nn.Module):
     @property
     def k(self) -> int:
         return self.user_logits.embedding_dim
+
+    @property
+    def offset_dim(self) -> int:
+        """r, the width of a user's personal offset (0 without `model.offset`)."""
+        return self.user_offsets.shape[1] if self.offset_kind != "none" else 0
 
     # ---- users ----------------------------------------------------------------------------------
     def weights_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -64,7 +79,9 @@ class RewardNet(nn.Module):
         return w
 
     def user_weights(self, users: torch.Tensor) -> torch.Tensor:
-        return self.weights_from_logits(self.user_logits(users))  # (B, K)
+        """What `score` takes for these users: (B, K) mixture weights, or (B, K + r) with offsets."""
+        w = self.weights_from_logits(self.user_logits(users))  # (B, K)
+        return torch.cat([w, self.user_offsets[users]], -1) if self.offset_dim else w  # (B, K [+ r])
 
     def grow_users(self, n_new: int, init: torch.Tensor | None = None) -> None:
         """Append `n_new` user rows (initialised to `init` (n_new, K) or zeros); existing rows unchanged."""
@@ -73,10 +90,12 @@ class RewardNet(nn.Module):
         emb = nn.Embedding(old.shape[0] + n_new, old.shape[1]).to(old.device)
         emb.weight.data = torch.cat([old, new_rows], 0)
         self.user_logits = emb
+        if self.offset_dim:
+            self.user_offsets = torch.cat([self.user_offsets, self.user_offsets.new_zeros(n_new, self.offset_dim)], 0)
 
     def shared_parameters(self):
         """Every parameter except the user logits."""
-        return [p for n, p in self.named_parameters() if not n.startswith("user_logits.")]
+        return [p for n, p in self.named_parameters() if not n.startswith("user_logits.")]  # offsets are a buffer
 
     # ---- scoring (subclasses define embed_response, anchors and the link) ------------------------
     def embed_response(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,16 +113,31 @@ class RewardNet(nn.Module):
     def pair_features(self, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> PairFeatures:
         both = self.embed_response(torch.cat([chosen, rejected], 0))  # (2B, d): one pass through f
         fc, fr = both.split(chosen.shape[0], 0)  # (B, d) each
-        return PairFeatures(chosen=fc, rejected=fr, anchors=self.anchors(prompt))
+        feats = PairFeatures(chosen=fc, rejected=fr, anchors=self.anchors(prompt))
+        if self.offset_kind == "input":
+            feats.offset_chosen, feats.offset_rejected = input_features(chosen), input_features(rejected)  # (B, D + 1)
+        return feats
 
-    @staticmethod
-    def ideal_points(weights: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """a = sum_k w_k * anchor_k: (B, K), (B|1, K, d) -> (B, d)."""
-        return torch.einsum("bk,bkd->bd", weights, anchors.expand(weights.shape[0], -1, -1))
+    def ideal_points(self, weights: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """a = sum_k w_k * anchor_k (+ delta for latent offsets): (B, K [+ r]), (B|1, K, d) -> (B, d)."""
+        k = anchors.shape[1]
+        ideal = torch.einsum("bk,bkd->bd", weights[:, :k], anchors.expand(weights.shape[0], -1, -1))  # (B, d)
+        if self.offset_kind == "latent" and weights.shape[1] > k:
+            ideal = ideal + weights[:, k:]  # (B, d): the ideal point moves by delta_u
+        return ideal
+
+    def _input_offset(self, weights: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor | float:
+        """<delta_u, h(x)> of an input-space offset (B,), or 0."""
+        if self.offset_kind != "input" or weights.shape[1] == self.k or h is None:
+            return 0.0
+        return (weights[:, self.k:] * h).sum(-1)  # (B,)
 
     def logits_from_features(self, feats: PairFeatures, weights: torch.Tensor) -> torch.Tensor:
         ideal = self.ideal_points(weights, feats.anchors)  # (B, d)
-        return self.link(feats.chosen, ideal) - self.link(feats.rejected, ideal)  # (B,)
+        z = self.link(feats.chosen, ideal) - self.link(feats.rejected, ideal)  # (B,)
+        if feats.offset_chosen is not None:
+            z = z + self._input_offset(weights, feats.offset_chosen - feats.offset_rejected)
+        return z
 
     def pair_logits(self, weights: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         """Logit of P(chosen preferred): weights (B, K), embeddings (B, D) -> (B,)."""
@@ -112,4 +146,5 @@ class RewardNet(nn.Module):
     def score(self, weights: torch.Tensor, prompt: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
         """Reward s_w(t, x): weights (B, K), prompt and response embeddings (B, D) -> (B,)."""
         ideal = self.ideal_points(weights, self.anchors(prompt))  # (B, d)
-        return self.link(self.embed_response(response), ideal)  # (B,)
+        s = self.link(self.embed_response(response), ideal)  # (B,)
+        return s + self._input_offset(weights, input_features(response) if self.offset_kind == "input" else None)

@@ -34,6 +34,7 @@ from palrm.config import AdaptConfig
 from palrm.losses import per_pair_nll
 from palrm.models.base import PairFeatures, RewardNet
 from palrm.models.links import neg_sq_euclidean
+from palrm.models.offset import OFFSET_VARS, input_features, map_offsets
 from palrm.training.pairs import IndexedPairs
 
 
@@ -248,3 +249,53 @@ def _prior_grad(prior, theta: torch.Tensor) -> torch.Tensor:
             prior.penalty(_centre(t)).sum().backward()
         return t.grad
     return gc - gc.mean(-1, keepdim=True)  # chain rule through the centring
+
+
+# ---- personal offsets (models/offset.py) ---------------------------------------------------------
+@torch.no_grad()
+def offset_terms(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b (n,), x (n, r)): PAL's logit of each pair under its user's mixture (logits (U, K), local rows
+    `pairs.user`) and the offset features, so that z = b + <delta_u, x> (models/offset.py)."""
+    was_training = net.training
+    net.eval()
+    feats = _pair_features(net, table, pairs)
+    w = net.weights_from_logits(logits.to(table.dtype))[pairs.user]  # (n, K): offset 0
+    base = net.logits_from_features(feats, w)  # (n,)
+    if net.offset_kind == "latent":
+        x = 2 * (feats.chosen - feats.rejected)  # (n, d)
+    else:
+        x = input_features(table[pairs.chosen]) - input_features(table[pairs.rejected])  # (n, D + 1)
+    net.train(was_training)
+    return base, x
+
+
+def fit_user_offsets(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs, n_users: int, logits: torch.Tensor,
+                     var: float) -> torch.Tensor:
+    """MAP offsets (n_users, r) of users 0..n_users-1 given their mixture logits (n_users, K)."""
+    base, x = offset_terms(net, table, pairs, logits)
+    return map_offsets(base, x, pairs.user, n_users, var).to(table)
+
+
+def offset_var_grid(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs, logits: torch.Tensor) -> list[float]:
+    """`OFFSET_VARS` in units of 1 / mean ||x||^2 over `pairs` (so the grid fits any feature scale)."""
+    _, x = offset_terms(net, table, pairs, logits)
+    scale = float((x.double() ** 2).sum(-1).mean()) if len(x) else 1.0
+    return [v / max(scale, 1e-12) for v in OFFSET_VARS]
+
+
+def choose_offset_var(net: RewardNet, table: torch.Tensor, train: IndexedPairs, val: IndexedPairs | None,
+                      logits: torch.Tensor) -> tuple[float, list[dict]]:
+    """sigma^2 of the offset prior by validation log-loss of the known users (train / val rows index
+    the net's user table, `logits` = its user logits). Returns (sigma^2, [{var, val_log_loss}])."""
+    grid = offset_var_grid(net, table, train, logits)
+    if val is None or len(val) == 0:
+        return grid[len(grid) // 2], []
+    n_users = logits.shape[0]
+    vb, vx = offset_terms(net, table, val, logits)
+    scores = []
+    for var in grid:
+        delta = fit_user_offsets(net, table, train, n_users, logits, var)
+        z = vb + (delta.to(vx)[val.user] * vx).sum(-1)
+        scores.append({"var": var, "val_log_loss": float(per_pair_nll(z).mean())})
+    best = min(scores, key=lambda s: s["val_log_loss"])
+    return best["var"], scores
