@@ -37,7 +37,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads 
 @dataclass
 class ModelConfig:
     kind: str = _f("pal-b", "Model: pal-a (ideal points independent of the prompt), pal-b (prompt-conditioned), or btl (one shared reward, the baseline).")
-    k: int = _f(3, "Number of prototypes K (each user is a mixture of K). Ignored by btl.")
+    k: int | str = _f("auto", "Number of prototypes K (each user is a mixture of K), or auto: choose the model (BTL, K in auto_ks, offsets in auto_offsets) by validation log-loss of known and held-out users (evaluation/selection.py). Ignored by btl.")
     d: int = _f(64, "Dimension of the latent preference space (output of f and g_k).")
     hidden: list = _f([256], "Hidden layer sizes of the MLPs f, g_k and the BTL reward head, e.g. [256] or [512, 256]; [] = linear.")
     activation: str = _f("gelu", f"Activation between hidden layers: one of {', '.join(ACTIVATIONS)}.")
@@ -48,6 +48,9 @@ class ModelConfig:
     tau_init: float = _f(1 / 0.07, "Cosine link: initial scale tau (CLIP's 1/0.07).")
     tau_max: float = _f(100.0, "Cosine link: upper cap of the learned scale tau.")
     offset: str = _f("none", "Personal offset delta_u beyond the K-mixture (models/offset.py): none (plain PAL), latent (the ideal point moves by delta_u in R^d), or input (a linear head on [phi(x), ||phi(x)||^2] per user); Gaussian prior, MAP fit after training and for new users. Euclidean link only.")
+    auto_ks: list = _f([1, 2, 3, 4, 6, 8], "k=auto: the values of K tried.")
+    auto_offsets: list = _f(["none", "latent", "input"], "k=auto: the offset kinds tried on each K (see offset).")
+    auto_heldout: float = _f(0.2, "k=auto: fraction of the training users held out to judge onboarding (never the new users' data).")
     offset_var: float = _f(0.0, "Prior variance sigma^2 of each offset coordinate; 0 = choose it on the validation pairs of known users (the chosen value is stored here).")
 
 
@@ -70,8 +73,8 @@ class AdaptConfig:
     steps: int = _f(300, "Optimisation steps when learning a new user's K weights (full batch over all new users).")
     lr: float = _f(0.1, "Adam learning rate of the new users' weight logits.")
     init: str = _f("population", "Starting point of a new user: population (mean logits of the known users) or uniform (all zeros).")
-    prior: str = _f("none", "none = maximum likelihood (the paper's protocol); gaussian = MAP with a Gaussian on the logits fitted to the known users; mixture = MAP with a kernel density over the known users' logits (keeps distinct groups apart).")
-    prior_strength: float = _f(1.0, "Weight of the prior term (gaussian prior only); 0 turns it off.")
+    prior: str = _f("gaussian", "none = maximum likelihood (the paper's protocol); gaussian (default) = MAP with a Gaussian on the logits fitted to the known users; mixture = MAP with a kernel density over the known users' logits (keeps distinct groups apart).")
+    prior_strength: float = _f(1.0, "Weight lambda of the prior term; 0 turns it off. With model.k=auto the prior and its strength are chosen on held-out known users and stored here.")
 
 
 @dataclass
@@ -188,7 +191,14 @@ class PALConfig:
         choice(m.users, USER_MODES, "model.users")
         choice(m.prototype_space, PROTOTYPE_SPACES, "model.prototype_space")
         choice(m.activation, ACTIVATIONS, "model.activation")
-        positive(m.k, "model.k")
+        if m.k != "auto" and not (isinstance(m.k, int) and not isinstance(m.k, bool) and m.k > 0):
+            out.append(f"model.k = {m.k!r}: expected a positive integer or auto")
+        if not m.auto_ks or not all(isinstance(k, int) and k > 0 for k in m.auto_ks):
+            out.append(f"model.auto_ks = {m.auto_ks!r}: expected a list of positive integers, e.g. [1, 2, 3]")
+        for o in m.auto_offsets if isinstance(m.auto_offsets, list) else [m.auto_offsets]:
+            choice(o, OFFSETS, "model.auto_offsets[]")
+        if not 0.0 <= m.auto_heldout < 1.0:
+            out.append(f"model.auto_heldout = {m.auto_heldout!r}: must be in [0, 1)")
         positive(m.d, "model.d")
         if not all(isinstance(h, int) and h > 0 for h in m.hidden):
             out.append(f"model.hidden = {m.hidden!r}: expected a list of positive integers, e.g. [256]")
@@ -302,6 +312,9 @@ def _build_section(section_cls, raw, where: str, problems: list[str]):
             continue
         default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
         expected = type(default)
+        if default == "auto" and isinstance(value, int) and not isinstance(value, bool):  # "auto" or a number
+            values[key] = value
+            continue
         if default is None:  # optional string
             if value is not None and not isinstance(value, str):
                 problems.append(f"{where}.{key} = {value!r}: expected a string or null")

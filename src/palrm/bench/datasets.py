@@ -58,6 +58,12 @@ def _paircomp(name=None, **kw):
     return build_paircomp(name, **kw)
 
 
+def _polis(**kw):
+    from palrm.data.polis import build_polis
+
+    return build_polis(**kw)
+
+
 @dataclass(frozen=True)
 class Builder:
     func: Callable
@@ -71,6 +77,7 @@ BUILDERS: dict[str, Builder] = {
     "tldr": Builder(_tldr, "palrm.data.tldr:build_tldr", ("source",)),
     "pickafilter": Builder(_pickafilter, "palrm.data.pickafilter:build_pickafilter", ("source",)),
     "paircomp": Builder(_paircomp, "palrm.data.paircomp:build_paircomp", ("name",)),
+    "polis": Builder(_polis, "palrm.data.polis:build_polis"),
 }
 
 

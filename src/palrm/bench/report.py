@@ -234,6 +234,12 @@ def update_docs(doc: Path, results_root: Path, suites: list[str]) -> list[Path]:
     written = []
     for suite in suites:
         res = results_root / suite
+        if suite == "real":
+            from palrm.bench.real import real_markdown
+
+            text = replace_block(text, suite, real_markdown(json.loads((res / "summary.json").read_text())))
+            written.append(doc)
+            continue
         render, pngs = {"paper": (paper_markdown, PAPER_PNGS), "perf": (perf_markdown, PERF_PNGS),
                         "aggregation": (aggregation_markdown, AGGREGATION_PNGS)}[suite]
         text = replace_block(text, suite, render(res, "img/bench"))

@@ -1,4 +1,4 @@
-"""`palrm bench --suite paper|perf|aggregation|all [--quick]` (also `python -m palrm.bench ...`)."""
+"""`palrm bench --suite paper|perf|aggregation|real|all [--quick]` (also `python -m palrm.bench ...`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ def add_parser(subparsers) -> None:
                               "pluralistic aggregation (aggregation)",
                               description="Writes RESULTS/<suite>/*.json and PNGs, results/paper/summary.json, and "
                               "regenerates the marked tables of docs/benchmarks.md.")
-    b.add_argument("--suite", choices=["paper", "perf", "aggregation", "all"], default="all")
+    b.add_argument("--suite", choices=["paper", "perf", "aggregation", "real", "all"], default="all",
+                   help="paper, perf, aggregation, real (real multi-user data vs BTL / heads; not part of all), or all (paper + perf + aggregation)")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the reduced run CI may use (< 10 minutes on 2 cores per suite)")
     g.add_argument("--smoke", action="store_true", help="the smallest run (tests); does not touch the docs")
@@ -21,6 +22,7 @@ def add_parser(subparsers) -> None:
     b.add_argument("--encoder", default="minilm", help="text encoder for Persona (default minilm)")
     b.add_argument("--persona-source", help="the full anthropic-persona folder (default: the shipped subset)")
     b.add_argument("--paircomp-source", help="psychotools CSV folder (default: $PALRM_PAIRCOMP_DIR or ../shared/data/psychotools-paircomp)")
+    b.add_argument("--polis-source", help="Polis conversations folder (default: $PALRM_POLIS_DIR or ../shared/data/polis)")
     b.add_argument("--report-only", action="store_true", help="only regenerate the docs tables from existing RESULTS/<suite>/")
     b.add_argument("--silent", action="store_true", help="no progress lines")
     b.set_defaults(func=cmd_bench)
@@ -44,6 +46,11 @@ def cmd_bench(args) -> int:
 
             run_aggregation(results / "aggregation", profile=profile, seed=args.seed, threads=args.threads,
                             encoder=args.encoder, persona_source=args.persona_source, say=say)
+        elif suite == "real":
+            from palrm.bench.real import run_real
+
+            run_real(results / "real", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder,
+                     paircomp_source=args.paircomp_source, polis_source=args.polis_source, say=say)
         else:
             from palrm.bench.perf import run_perf
 

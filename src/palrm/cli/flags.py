@@ -19,10 +19,21 @@ import yaml
 from palrm.config import PALConfig, dotted_key
 from palrm.errors import ConfigError
 
+def k_value(text: str) -> int | str:
+    """--k: a positive integer or auto."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of prototypes or auto, got {text!r}") from None
+
+
 # Shortcut flag (its name in palrm.config.OVERRIDE_NAMES) -> (type, help); `--set` covers every other field.
 SHORTCUTS: dict[str, tuple[type, str]] = {
     "kind": (str, "model: pal-a, pal-b or btl"),
-    "k": (int, "number of prototypes K"),
+    "k": (k_value, "number of prototypes K, or auto (default: choose BTL / K / offsets on validation data, selection.json)"),
+    "offset": (str, "personal offset: none, latent or input (models/offset.py)"),
     "d": (int, "latent preference dimension"),
     "link": (str, "euclidean or cosine"),
     "users": (str, "mixture or partition"),

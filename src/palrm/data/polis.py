@@ -51,12 +51,12 @@ def default_source() -> Path | None:
     return next((c for c in candidates if c.is_dir()), None)
 
 
-def _read(folder: Path, name: str) -> pd.DataFrame:
+def _read(folder: Path, name: str, **kw) -> pd.DataFrame:
     path = folder / name
     if not path.is_file():
         raise DataFormatError(f"{folder}: missing {name} (a Polis export folder holds comments.csv, votes.csv, "
                               "participants-votes.csv and summary.csv)")
-    return pd.read_csv(path)
+    return pd.read_csv(path, **kw)
 
 
 def conversation_pairs(folder: Path, *, max_pairs_per_user: int, min_pairs: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def conversation_pairs(folder: Path, *, max_pairs_per_user: int, min_pairs: int,
     comments = _read(folder, "comments.csv")
     votes = _read(folder, "votes.csv")
     groups = _read(folder, "participants-votes.csv")
-    summary = _read(folder, "summary.csv")
+    summary = _read(folder, "summary.csv", header=None)  # key,value lines
     info = dict(zip(summary.iloc[:, 0].astype(str), summary.iloc[:, 1].astype(str)))
     topic = info.get("topic", name)
     keep = comments[comments["moderated"] != -1]
