@@ -1,7 +1,8 @@
 """The main job (`palrm quickstart`, `make quickstart`): the shipped Persona benchmark end to end.
 
 Builds the default heterogeneous Persona set (K* = 3 groups, 100 seen + 30 unseen users), embeds it
-with MiniLM, trains PAL-B and the BTL baseline on the same embeddings and splits, evaluates seen users
+with MiniLM, trains PAL-B (k="auto": model selection, table printed and saved as selection.json) and the BTL
+baseline on the same embeddings and splits, evaluates seen users
 on held-out pairs and unseen users on the few-shot curve, prints a table, and writes
 results.json, few_shot.png and the trained PAL model (model/) to the output directory.
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SHOTS = (1, 2, 5, 10, 20, 50)
+SHOTS = (0, 1, 2, 5, 10, 20, 50)
+AUTO_KS = (1, 2, 3, 4)
+AUTO_OFFSETS = ("none", "input")
 
 
 def run_quickstart(
@@ -58,8 +61,18 @@ def run_quickstart(
     models = {}
     for name, kind in (("pal", "pal-b"), ("btl", "btl")):
         t = time.perf_counter()
-        model = PALRewardModel(kind=kind, k=3, encoder=enc, seed=seed, progress=progress)
+        # PAL: the default k="auto" (model selection on validation pairs and held-out users), a small grid
+        auto = {"auto_ks": list(AUTO_KS), "auto_offsets": list(AUTO_OFFSETS)} if name == "pal" else {}
+        model = PALRewardModel(kind=kind, encoder=enc, seed=seed, progress=progress, **auto)
         model.fit(splits.train, splits.validation, log_path=out / f"train_log_{name}.jsonl")
+        if model.selection_:
+            from palrm.evaluation.selection import SELECTION_FILE, format_table as selection_table
+
+            (out / SELECTION_FILE).write_text(json.dumps(model.selection_, indent=2))
+            results["selected"] = model.selection_["winner"]
+            say("model selection (validation log-loss of known users and of held-out users onboarded from n pairs):")
+            for line in selection_table(model.selection_).splitlines():
+                say("  " + line)
         seen_m = model.evaluate(splits.test)
         curve = model.few_shot_curve(shots, unseen_test, ns=SHOTS)
         results["seen"][name] = {k: seen_m[k] for k in ("accuracy", "log_loss", "user_mean_accuracy", "n_pairs", "n_users")}
@@ -88,6 +101,8 @@ def format_table(results: dict) -> str:
     rows = [head, "-" * len(head)]
     for name in ("pal", "btl"):
         rows.append(f"{name.upper():<6} {seen[name]['accuracy']:>9.4f} " + " ".join(f"{unseen[name][n]:>10.4f}" for n in shots))
+    if results.get("selected"):
+        rows.append(f"(PAL = the selected model: {results['selected']}; unseen@0 = population weights, no pairs)")
     ceiling = results.get("dataset", {}).get("agnostic_ceiling_population")
     if ceiling is not None:
         rows.append(f"(best accuracy any user-agnostic model can reach on this set: {ceiling:.4f})")
@@ -106,7 +121,7 @@ def _plot(results: dict, path: Path) -> None:
         ax.plot([int(n) for n in curve], list(curve.values()), style, label=f"{name.upper()} (unseen users)")
         ax.axhline(results["seen"][name]["accuracy"], ls=":", color=ax.lines[-1].get_color(), alpha=0.7,
                    label=f"{name.upper()} seen users")
-    ax.set_xscale("log")
+    ax.set_xscale("symlog", linthresh=1)
     shots = [int(n) for n in results["unseen"]["pal"]]
     ax.set_xticks(shots, [str(n) for n in shots])
     ax.minorticks_off()

@@ -165,10 +165,13 @@ def test_quickstart_small_with_hashing_encoder(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", "--small", "--encoder", "hashing", "-o", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["unseen"]["pal"]) == {"1", "2", "5", "10", "20", "50"}
+    assert set(results["unseen"]["pal"]) == {"0", "1", "2", "5", "10", "20", "50"}
     assert results["seen"]["pal"]["accuracy"] > results["seen"]["btl"]["accuracy"]
     assert (out / "few_shot.png").stat().st_size > 1000
-    assert "PAL" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "PAL" in printed and "selected: " + results["selected"] in printed  # the selection table
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["winner"] == results["selected"] and len(selection["candidates"]) > 1
 
 
 def test_adapt_honours_a_split_column(trained, tmp_path, capsys):
