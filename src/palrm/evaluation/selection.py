@@ -244,12 +244,15 @@ def _why(best: dict, rows: list[dict]) -> str:
     return text
 
 
+def _num(x, width: int) -> str:
+    return f"{'n/a':>{width}}" if x is None else f"{x:>{width}.4f}"
+
+
 def format_row(row: dict, shots=SHOTS) -> str:
-    known = row["known"]
-    held = row.get("heldout", {})
-    cells = " ".join(f"{held.get(str(n), {}).get('accuracy') or float('nan'):>7.4f}" for n in (0, *shots))
-    return (f"{row['name']:<28} {known['log_loss'] or float('nan'):>8.4f} {known['accuracy'] or float('nan'):>8.4f} "
-            f"{row.get('heldout_mean_log_loss') or float('nan'):>8.4f} {cells} {row['score'] or float('nan'):>8.4f}")
+    known, held = row["known"], row.get("heldout", {})
+    cells = " ".join(_num(held.get(str(n), {}).get("accuracy"), 7) for n in (0, *shots))
+    return (f"{row['name']:<28} {_num(known['log_loss'], 8)} {_num(known['accuracy'], 8)} "
+            f"{_num(row.get('heldout_mean_log_loss'), 8)} {cells} {_num(row['score'], 8)}")
 
 
 def format_table(report: dict) -> str:
