@@ -192,6 +192,35 @@ def test_adapt_honours_a_split_column(trained, tmp_path, capsys):
     assert "nothing is left to adapt on" in capsys.readouterr().err
 
 
+def test_adapt_on_a_btl_model_with_a_split_column_reports_btl_accuracy(tmp_path, text_pairs_file, capsys):
+    # regression (issue 9): BTL has no per-user parameters; adapt used to raise unknown-user here
+    from tests.conftest import text_pairs_frame
+
+    run = tmp_path / "btl"
+    assert main(["train", "--data", str(text_pairs_file), "--kind", "btl", "-o", str(run), *FAST]) == 0
+    new = text_pairs_frame(n_users=2, pairs_per_user=10, seed=2)
+    new["user_id"] = new["user_id"].map({"user0": "carol", "user1": "dave"})
+    new["split"] = ["train"] * 4 + ["test"] * 6 + ["train"] * 4 + ["test"] * 6
+    new.to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    capsys.readouterr()
+    assert main(["adapt", "--model", str(run / "model"), "--data", str(tmp_path / "new.jsonl"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["held_out"]["n_pairs"] == 12 and out["held_out"]["unknown_users"]["n_pairs"] == 0
+    assert out["weights"] == {}
+
+
+def test_train_k_auto_prints_and_saves_the_selection(tmp_path, text_pairs_file, capsys):
+    run = tmp_path / "auto"
+    assert main(["train", "--data", str(text_pairs_file), "-o", str(run), "--set", "model.auto_ks=[1,2]",
+                 "--set", "model.auto_offsets=[none]", *FAST[:-2]]) == 0
+    printed = capsys.readouterr().out
+    selection = json.loads((run / "selection.json").read_text())
+    assert [c["name"] for c in selection["candidates"]] == ["btl", "pal-b K=1", "pal-b K=2"]
+    assert "selected: " + selection["winner"] in printed
+    saved = json.loads((run / "model" / "config.json").read_text())["config"]["model"]
+    assert saved["k"] == selection["overrides"]["model.k"]
+
+
 def test_train_with_val_never_trains_on_split_test_rows(tmp_path, capsys):
     # regression (issue 8, defect 4): with --val, the split column of --data was ignored and its
     # split=test rows were trained on

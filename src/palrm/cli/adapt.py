@@ -50,6 +50,7 @@ def cmd_adapt(args) -> int:
         if len(data) == 0:
             raise ConfigError(f"{args.data}: every row has split=test; nothing is left to adapt on")
     before = set(model.users_)
+    btl = model.config_.model.kind == "btl"  # one reward for everybody: nothing to learn, every user is scored
     model.adapt(data, reset=args.reset)
     target = Path(args.output or args.model)
     model.save(target)
@@ -60,15 +61,18 @@ def cmd_adapt(args) -> int:
         "n_pairs": len(data),
         "new_users": [u for u in users if u not in before],
         "updated_users": [u for u in users if u in before],
-        "weights": {u: [round(float(x), 6) for x in model.user_weights(u)] for u in users[:1000]},
+        "weights": {u: [round(float(x), 6) for x in model.user_weights(u)] for u in users[:1000]} if not btl else {},
     }
     if held_out is not None:
         result["held_out"] = {k: v for k, v in model.evaluate(held_out).items() if k != "per_user"}
     if args.json:
         print_json(result)
         return 0
-    print(f"adapted {len(users)} users ({len(result['new_users'])} new, {len(result['updated_users'])} updated) "
-          f"on {len(data)} pairs; model saved to {target}")
+    if btl:
+        print(f"BTL has no per-user parameters: nothing to adapt for {len(users)} users; every user gets the one reward")
+    else:
+        print(f"adapted {len(users)} users ({len(result['new_users'])} new, {len(result['updated_users'])} updated) "
+              f"on {len(data)} pairs; model saved to {target}")
     if held_out is not None:
         print(metrics_line("held out", result["held_out"]) + "  (rows with split=test, not used to adapt)")
     return 0

@@ -112,6 +112,13 @@ def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, 
     write_rejected(args, out)
     if data.meta.get("group_labels"):
         (out / "group_labels.json").write_text(json.dumps(data.meta["group_labels"], indent=2))
+    config = model.config_  # k="auto" resolved to the selected model
+    selection = getattr(model, "selection_", None)
+    if selection:
+        from palrm.evaluation.selection import SELECTION_FILE, format_table
+
+        record = {**selection, "resolved": {s: config.to_dict()[s] for s in ("model", "train", "adapt")}}
+        (out / SELECTION_FILE).write_text(json.dumps(record, indent=2))
     metrics = {"train": model.evaluate(data), "validation": model.evaluate(val) if val is not None else None}
     if test is not None:
         metrics["test"] = model.evaluate(test)
@@ -123,7 +130,12 @@ def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, 
     if args.json:
         print_json(metrics)
         return
-    print(f"trained {config.model.kind} (K={config.model.k}) on {len(data)} pairs of {len(model.users_)} users; "
+    if selection:
+        print("model selection (validation log-loss of known users, and of held-out training users onboarded from n pairs):")
+        print(format_table(selection))
+        print(f"selection: {out / SELECTION_FILE}")
+    offset = "" if config.model.offset == "none" else f" + {config.model.offset} offset"
+    print(f"trained {config.model.kind} (K={config.model.k}{offset}) on {len(data)} pairs of {len(model.users_)} users; "
           f"{len(model.history_)} epochs{note}")
     for name, m in metrics.items():
         if isinstance(m, dict):
