@@ -63,6 +63,7 @@ class PALRewardModel:
     backbone_ = _view("backbone", "the fine-tuned backbone (PAL-Large) or None")
     history_ = _view("history", "per-epoch training log")
     reference_stats_ = _view("reference_stats", "the aggregates' reference statistics (palrm.aggregate.ReferenceStats)")
+    selection_ = _view("selection", 'the k="auto" model-selection report (evaluation/selection.py), or None')
 
     def __init__(self, config: PALConfig | None = None, **overrides: Any) -> None:
         self.config = config
@@ -201,15 +202,17 @@ class PALRewardModel:
                            int((~known).sum()), len(unknown_ids), ", ".join(unknown_ids[:5]))
         return metrics
 
-    def few_shot_curve(self, shots: PairsLike, test: PairsLike, ns: Sequence[int] = (1, 2, 5, 10, 20, 50)) -> dict:
+    def few_shot_curve(self, shots: PairsLike, test: PairsLike, ns: Sequence[int] = (0, 1, 2, 5, 10, 20, 50), *,
+                       per_user: bool = False) -> dict:
         """Accuracy on unseen users' held-out `test` pairs after adapting on their first n `shots`.
 
         The model is not modified (the adapted weights are temporary). `shots` holds each user's
         adaptation pool in order (see `palrm.data.few_shot_split`); the n-shot sets are nested. A
-        user with fewer than n pool pairs uses all of them. Returns {str(n): metrics}.
+        user with fewer than n pool pairs uses all of them; n = 0 is the population (every user alike).
+        Returns {str(n): metrics} (each user's accuracy under "per_user" when `per_user`).
         """
         state = self._fitted()
-        return core.few_shot_curve(state, as_pairs(shots, "shots"), as_pairs(test, "test"), ns)
+        return core.few_shot_curve(state, as_pairs(shots, "shots"), as_pairs(test, "test"), ns, per_user=per_user)
 
     # ------------------------------------------------------------------ rewards
     def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None,

@@ -19,7 +19,7 @@ from palrm.core.table import pair_index
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.evaluation.metrics import pair_metrics
-from palrm.training import adapt_user_logits, fit_prior
+from palrm.training import adapt_user_logits, fit_prior, fit_user_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,11 @@ def adapt_logits(state: FittedModel, pairs: PairData, table: torch.Tensor, users
                 init[i] = all_logits[state.user_index[u]]
     known = others[: len(state.users)]
     prior = fit_prior(cfg.prior, all_logits[: len(state.users)][known] if known.any() else all_logits[: len(state.users)])
-    return adapt_user_logits(net, table, idx, len(users), cfg, init.to(table.device), prior)
+    logits = adapt_user_logits(net, table, idx, len(users), cfg, init.to(table.device), prior)
+    if net.offset_dim:  # then the personal offsets given the K weights (models/offset.py): (n_users, K + r)
+        offsets = fit_user_offsets(net, table, idx, len(users), logits, state.config.model.offset_var)
+        return torch.cat([logits, offsets], -1)
+    return logits
 
 
 def adapt(state: FittedModel, pairs: PairData, *, reset: bool = False) -> list[str]:
@@ -74,10 +78,12 @@ def adapt(state: FittedModel, pairs: PairData, *, reset: bool = False) -> list[s
     return new
 
 
-def few_shot_curve(state: FittedModel, shots: PairData, test: PairData, ns: Sequence[int]) -> dict:
+def few_shot_curve(state: FittedModel, shots: PairData, test: PairData, ns: Sequence[int], *,
+                   per_user: bool = False) -> dict:
     """{str(n): metrics} on `test` after adapting each of its users on their first n `shots`.
 
-    The model is not modified. Users without shots are scored with the population's logits.
+    The model is not modified. Users without shots (and every user at n = 0) are scored with the
+    population's logits and no offset. `per_user` keeps each user's accuracy in the metrics.
     """
     from palrm.data.splits import take_shots
 
@@ -88,9 +94,9 @@ def few_shot_curve(state: FittedModel, shots: PairData, test: PairData, ns: Sequ
     idx = pair_index(test, test.user, test_table)
     curve = {}
     for n in ns:
-        theta = torch.zeros(len(users), net.k, device=test_table.device)  # (U_test, K)
-        if net.has_users:
-            theta[:] = net.user_logits.weight.detach().mean(0)  # users without shots: the population
+        theta = torch.zeros(len(users), net.k + net.offset_dim, device=test_table.device)  # (U_test, K [+ r])
+        if net.has_users:  # users without shots: the population, offset 0
+            theta[:, : net.k] = net.user_logits.weight.detach().mean(0)
             sub = take_shots(shots, n).for_users(users).compact_users()
             if len(sub):
                 learned = adapt_logits(state, sub, shots_table, sub.user_ids, init_from_current=False)
@@ -99,9 +105,10 @@ def few_shot_curve(state: FittedModel, shots: PairData, test: PairData, ns: Sequ
                 theta[rows] = learned.to(theta)
         with torch.no_grad():
             net.eval()
-            w = net.weights_from_logits(theta)[idx.user]  # (n_test, K)
+            w = torch.cat([net.weights_from_logits(theta[:, : net.k]), theta[:, net.k:]], -1)[idx.user]  # (n_test, K [+ r])
             z = net.pair_logits(w, test_table[idx.prompt], test_table[idx.chosen], test_table[idx.rejected])
         metrics = pair_metrics(z.cpu().numpy(), test.pair_user_ids)
-        metrics.pop("per_user")
+        if not per_user:
+            metrics.pop("per_user")
         curve[str(n)] = metrics
     return curve

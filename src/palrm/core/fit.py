@@ -32,7 +32,7 @@ from palrm.core.table import Embedder, encoder_spec, pair_index
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.models import build_net
-from palrm.training import IndexedPairs, train_net
+from palrm.training import IndexedPairs, choose_offset_var, fit_user_offsets, train_net
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
         state.reference_stats = measure_reference(state, train)
         return state
     state = _start(cfg, train, encoder)
+    if cfg.model.k == "auto" and cfg.model.kind != "btl":
+        train, val = _select(state, train, val)
     table, train_idx, val_part = _init_net(state, train, val)
     train_table = table
     val_idx = None
@@ -121,8 +123,57 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
             table = torch.cat([table, val_table], 0)
             val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
     state.history = train_net(state.net, table, train_idx, val_idx, cfg.train, log_path=log_path)
+    if state.net.offset_dim:
+        _fit_offsets(state, table, train_idx, val_idx)
     state.reference_stats = measure_reference(state, train, train_table)
     return state
+
+
+def _select(state: FittedModel, train: PairData, val: PairData | None) -> tuple[PairData, PairData]:
+    """k="auto": model selection on validation pairs and held-out training users (evaluation/selection.py)
+    over one embedding table; the winner's settings (model, adapt prior) replace `state.config` and the
+    report is `state.selection`. Without `val` each user's pairs are split 90 / 10 (seeded)."""
+    from palrm.data.splits import split_pairs
+    from palrm.evaluation.selection import candidate_grid, format_table, select_model
+
+    cfg = state.config
+    if val is None:
+        parts = split_pairs(train, val_frac=0.1, test_frac=0.0, seed=cfg.train.seed, honour_split_column=False)
+        train, val = parts.train, parts.validation
+    index = state.user_index
+
+    def rows(d: PairData) -> np.ndarray:
+        return np.array([index.get(u, -1) for u in d.user_ids], dtype=np.int64)[d.user] if len(d) else np.zeros(0, np.int64)
+
+    val = val.select(rows(val) >= 0)
+    table = pair_table(state, train)
+    train_idx = pair_index(train, rows(train), table)
+    shared = val.texts is train.texts and val.embeddings is train.embeddings
+    val_table = table if shared else pair_table(state, val)
+    val_idx = pair_index(val, rows(val), val_table)
+    if val_table is not table:
+        offset = table.shape[0]
+        table = torch.cat([table, val_table], 0)
+        val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
+    m = cfg.model
+    grid = candidate_grid(ks=tuple(m.auto_ks), kinds=(m.kind,), offsets=tuple(m.auto_offsets))
+    report = select_model(cfg, table, train_idx, val_idx, len(state.users), candidates=grid, heldout_frac=m.auto_heldout)
+    state.config = cfg.updated(report["overrides"])
+    state.selection = report
+    logger.info("model selection:\n%s", format_table(report))
+    return train, val
+
+
+def _fit_offsets(state: FittedModel, table: torch.Tensor, train_idx: IndexedPairs, val_idx: IndexedPairs | None) -> None:
+    """MAP personal offsets of the known users (models/offset.py); sigma^2 chosen on `val_idx` unless
+    `model.offset_var` fixes it (the chosen value is stored in the config)."""
+    net = state.net
+    logits = net.user_logits.weight.detach()
+    if state.config.model.offset_var <= 0:
+        var, _ = choose_offset_var(net, table, train_idx, val_idx, logits)
+        state.config.model.offset_var = var
+    with torch.no_grad():
+        net.user_offsets[:] = fit_user_offsets(net, table, train_idx, len(logits), logits, state.config.model.offset_var)
 
 
 def _shard_embeddings(state: FittedModel, datasets: list[PairData | None], info: pdist.DistInfo) -> None:

@@ -63,6 +63,7 @@ class FittedModel:
     history: list = field(default_factory=list)
     user_index: dict[str, int] = field(default_factory=dict)
     reference_stats: Any = None  # palrm.aggregate.ReferenceStats: the prototypes' common scale for aggregates
+    selection: dict | None = None  # the k="auto" report (evaluation/selection.py), when the fit selected
 
     def __post_init__(self) -> None:
         self.users = [str(u) for u in self.users]
@@ -80,7 +81,8 @@ class FittedModel:
     def copy_users(self) -> "FittedModel":
         """A copy whose network and user table can change without touching this one (encoder shared)."""
         return FittedModel(copy.deepcopy(self.net), list(self.users), self.config, self.input_dim, self.precomputed,
-                           self.embedder, self.backbone, list(self.history), dict(self.user_index), self.reference_stats)
+                           self.embedder, self.backbone, list(self.history), dict(self.user_index),
+                           self.reference_stats, self.selection)
 
     # ------------------------------------------------------------------ users
     def user_row(self, user_id: str | None) -> int:
@@ -105,7 +107,8 @@ class FittedModel:
         """w_u (K,) of a known user."""
         row = self.user_row(user_id)
         with torch.no_grad():
-            return self.net.user_weights(torch.tensor([row], device=self.device))[0].cpu().numpy()
+            w = self.net.user_weights(torch.tensor([row], device=self.device))[0]  # (K [+ r])
+            return w[: self.net.k].cpu().numpy()  # the mixture; a personal offset is net.user_offsets[row]
 
     def population_weights(self) -> np.ndarray:
         """Mean w_u over the known users (K,)."""
@@ -142,10 +145,11 @@ class FittedModel:
         """
         self.net.eval()
         dev = self.device
-        w = torch.ones(n, self.net.k, device=dev)  # BTL ignores the weights
+        k = self.net.k
+        w = torch.ones(n, k + self.net.offset_dim, device=dev)  # (n, K [+ r]); BTL ignores the weights
         explicit = [i for i in range(n) if weights is not None and weights[i] is not None]
-        for i in explicit:
-            w[i] = self.resolve_weights(weights[i])
+        for i in explicit:  # an explicit mixture carries no personal offset
+            w[i, :k], w[i, k:] = self.resolve_weights(weights[i]), 0.0
         by_user = sorted(set(range(n)) - set(explicit)) if self.net.has_users else []
         if by_user:
             rows = [self.user_row(None if user_ids is None else user_ids[i]) for i in by_user]
@@ -154,11 +158,15 @@ class FittedModel:
         return w
 
     def user_logits(self, user_id: str) -> torch.Tensor:
-        """theta_u (K,), a detached copy on the CPU."""
-        return self.net.user_logits.weight[self.user_row(user_id)].detach().cpu().clone()
+        """theta_u (K,), or [theta_u, delta_u] (K + r,) with personal offsets: a detached copy on the CPU
+        (what `set_user_logits` takes back)."""
+        row = self.user_row(user_id)
+        theta = self.net.user_logits.weight[row].detach().cpu().clone()
+        return torch.cat([theta, self.net.user_offsets[row].detach().cpu()]) if self.net.offset_dim else theta
 
     def set_user_logits(self, user_ids: Sequence[str], logits: torch.Tensor) -> list[str]:
-        """Write theta (n, K) for `user_ids`, adding the unknown ones in ONE growth of the table.
+        """Write theta (n, K) (or (n, K + r): theta then the personal offsets) for `user_ids`, adding the
+        unknown ones in ONE growth of the table.
 
         Returns the ids that were new.
         """
@@ -172,7 +180,9 @@ class FittedModel:
                 self.users.append(u)
             table = self.net.user_logits.weight
             rows = torch.tensor([self.user_index[u] for u in ids], device=table.device)
-            table[rows] = logits.to(table)
+            table[rows] = logits[:, : self.net.k].to(table)
+            if self.net.offset_dim and logits.shape[1] > self.net.k:  # (n, K + r): the offsets follow the K logits
+                self.net.user_offsets[rows] = logits[:, self.net.k:].to(table)
         return new
 
     def remove_last_users(self, user_ids: Sequence[str]) -> None:
@@ -185,6 +195,8 @@ class FittedModel:
         with torch.no_grad():
             keep = self.net.user_logits.weight[: len(self.users) - n].detach().clone()
             self.net.user_logits = torch.nn.Embedding.from_pretrained(keep, freeze=False).to(keep.device)
+            if self.net.offset_dim:
+                self.net.user_offsets = self.net.user_offsets[: len(self.users) - n].clone()
         for u in user_ids:
             self.user_index.pop(u)
         del self.users[-n:]

@@ -99,7 +99,8 @@ class RewardEngine:
         if store_path.resolve().parent == self.model_dir.resolve():
             raise ConfigError(f"--store {store_path}: the user store must not live inside the model directory "
                               "(the server never writes there); put it beside it")
-        self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.k)
+        self.n_params = self.k + self.state.net.offset_dim  # per stored user: K logits [+ r offset]
+        self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.n_params)
         n = self._apply_store()
         logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
         if settings.default_aggregate is not None:  # a bad spec fails at start-up, not on the first request
@@ -122,9 +123,9 @@ class RewardEngine:
             return 0
         rows = self.store.all()
         for row in rows:
-            if len(row.logits) != self.k:
+            if len(row.logits) != self.n_params:
                 raise ConfigError(f"user store {self.store.path}: user {row.user_id!r} has {len(row.logits)} weights, "
-                                  f"the model has K={self.k}")
+                                  f"the model has {self.n_params} per user (K={self.k})")
         self._trained_logits = {r.user_id: self.state.user_logits(r.user_id) for r in rows if r.user_id in self.trained_users}
         if rows:
             self.state.set_user_logits([r.user_id for r in rows], torch.tensor([r.logits for r in rows], dtype=torch.float32))
