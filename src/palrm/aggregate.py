@@ -379,7 +379,7 @@ def population_reward(net: Any, stats: ReferenceStats | None, agg: str | Aggrega
     with torch.no_grad():
         scores = prototype_scores(net, prompt, response)  # (n, K)
         if needs_users(agg, net.has_users) and user_weights is None:
-            user_weights = net.user_weights(torch.arange(net.num_users, device=scores.device))  # (U, K)
+            user_weights = net.user_weights(torch.arange(net.num_users, device=scores.device))[:, : net.k]  # (U, K): mixtures
         return aggregate_rewards(scores, stats, agg, user_weights if net.has_users else None).cpu()
 
 

@@ -101,7 +101,7 @@ def _aggregate(state, aggregate: str, user_id, weights, tensors: dict) -> tuple[
     if needs_users(agg, state.net.has_users):
         state.net.eval()
         with torch.no_grad():
-            tensors[AGGREGATE_USERS_KEY] = state.net.user_weights(torch.arange(len(state.users), device=state.device)).cpu().contiguous()
+            tensors[AGGREGATE_USERS_KEY] = state.net.user_weights(torch.arange(len(state.users), device=state.device))[:, : state.net.k].cpu().contiguous()
         entry["n_users"] = len(state.users)
     who = f"its {len(state.users)} users" if agg.over == "users" else f"its K={state.net.k} learned groups"
     desc = {"source": "aggregate", "aggregate": str(agg), "weights": None,
