@@ -39,12 +39,16 @@ from palrm.core import (
     build_encoder,
     check_encoder,
     check_format_version,
+    embedding_table,
     encoder_spec,
     resolve_device,
     score_items,
     score_texts,
+    score_vectors,
+    text_rows,
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
+from palrm.training.posterior import UserPosterior, parse_risk, reward_samples
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,11 @@ def _mixture(state, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict
     if user_id is not None:
         state.net.eval()
         w = state.user_weights(str(user_id))  # UnknownUserError names the fix
-        return w.astype(np.float32), {"source": "user", "user_id": str(user_id), "description": f"user {user_id!r}"}
+        desc = {"source": "user", "user_id": str(user_id), "description": f"user {user_id!r}"}
+        post = state.posteriors.get(str(user_id))
+        if post is not None:  # the mixture with its uncertainty: rewards with std / risk after loading
+            desc["posterior"] = post.to_dict()
+        return w.astype(np.float32), desc
     if weights is None:
         raise ConfigError("export: say whose reward to export: a user id, 'population', 'group:K' or K mixture weights")
     w = state.resolve_weights(weights).cpu().numpy().astype(np.float32)
@@ -388,8 +396,14 @@ class ScalarRewardModel:
         vecs = self._embedder.embed(list(texts), store=self.use_cache)
         return torch.from_numpy(vecs).to(self.device)
 
-    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str]) -> torch.Tensor:
-        """Rewards (n,) float32 of `responses` (each for its prompt)."""
+    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str], *, uncertainty: bool = False,
+                 risk: str | None = None):
+        """Rewards (n,) float32 of `responses` (each for its prompt).
+
+        A user's export carries the user's weight posterior (`mixture.posterior` in config.json):
+        `uncertainty=True` returns (mean, std) tensors under it, `risk="quantile:0.1"` the 10% quantile
+        (see `PALRewardModel.reward`). Exports without a posterior are certain (std 0).
+        """
         if isinstance(responses, str):
             responses = [responses]
         responses = list(responses)
@@ -404,9 +418,20 @@ class ScalarRewardModel:
         if bad:
             raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
         if n == 0:
-            return torch.zeros(0)
-        return score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
-                           input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
+            return (torch.zeros(0), torch.zeros(0)) if uncertainty else torch.zeros(0)
+        post = self.meta["mixture"].get("posterior")
+        q = parse_risk(risk)
+        if (not uncertainty and risk is None) or post is None:  # no posterior (or an aggregate): certain rewards
+            plain = score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
+                                input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
+            return (plain, torch.zeros(n)) if uncertainty else plain
+        texts, p_rows, x_rows = text_rows(prompts, responses)
+        table = embedding_table(self.embed(texts).cpu().numpy(), self.device)
+        p_vec, x_vec = table[torch.from_numpy(p_rows).to(table.device)], table[torch.from_numpy(x_rows).to(table.device)]
+        samples = reward_samples(UserPosterior.from_dict(post), self.net, p_vec, x_vec)  # (S, n)
+        value = torch.from_numpy(np.asarray(samples.mean(0) if q is None else np.quantile(samples, q, axis=0), dtype=np.float32))
+        std = torch.from_numpy(samples.std(0).astype(np.float32))
+        return (value, std) if uncertainty else value
 
     def _weights(self, n: int) -> torch.Tensor:
         """(n, K) the exported mixture per item (unused by an aggregate export)."""

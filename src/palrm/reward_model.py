@@ -179,6 +179,30 @@ class PALRewardModel:
         core.adapt(state, as_pairs(pairs, "adapt pairs"), reset=reset)
         return self
 
+    # ------------------------------------------------------------------ posterior (issue 10)
+    def user_posterior(self, user_id: str):
+        """The posterior of a known user's weights (`palrm.training.posterior.UserPosterior`):
+        `weights_mean`, `weights_std`, `uncertainty`, `mean_logits`, `cov_logits`, `sample_weights(n)`.
+        Computed at `fit` (training users) and `adapt` (adapted users); saved with the model."""
+        return core.user_posterior(self._fitted(), user_id)
+
+    @property
+    def posterior_prior_(self):
+        """The prior of the users' posteriors, fitted to the training users (`PopulationPrior`) or None."""
+        return self._fitted().posterior_prior
+
+    def next_queries(self, user_id: str | None, pool: PairsLike, n: int = 1) -> list[dict]:
+        """The `n` pool pairs whose answer tells the most about the user's weights (expected information gain).
+
+        `pool`: candidate pairs (PairData, DataFrame or file; chosen / rejected are just the two
+        responses, their order is irrelevant). A known user starts from its posterior, a new user (or
+        None) from the prior. Returns [{"index": row of the pool, "prompt", "response_a", "response_b",
+        "information_gain" (nats)}], best first. The last pool's terms are cached (same PairData object).
+        """
+        if self.__dict__.get("_pool_cache") is None:
+            self._pool_cache = core.PoolCache()
+        return core.next_queries(self._fitted(), user_id, as_pairs(pool, "pool"), n, cache=self._pool_cache)
+
     # ------------------------------------------------------------------ evaluate
     def predict_logits(self, pairs: PairsLike) -> np.ndarray:
         """Preference logits (n,) of the chosen response for pairs of known users (unknown users: NaN)."""
@@ -216,19 +240,26 @@ class PALRewardModel:
 
     # ------------------------------------------------------------------ rewards
     def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None,
-               aggregate: str | None = None) -> list[float]:
+               aggregate: str | None = None, uncertainty: bool = False, risk: str | None = None):
         """Scalar rewards r_u(prompt, response) for each response.
 
         `user_id` must be known (else UnknownUserError), unless `weights` is given: a list of K mixture
         weights, "population" (the mean user) or "group:k" (prototype k); or `aggregate` (user_id None):
         one reward for the whole population, e.g. "maxmin", "mean", "alpha:1", "quantile:0.1" (the
         forms and their formulas: `palrm.aggregate`).
+
+        Under the user's weight posterior (`user_posterior`): `uncertainty=True` returns (mean, std),
+        two lists; `risk="quantile:0.1"` the 10% quantile of the reward (risk-averse, for RLHF),
+        `risk="mean"` the posterior mean. Explicit `weights` are certain (std 0).
         """
         if isinstance(responses, str):
             responses = [responses]
         n = len(responses)
         out = self.reward_batch([prompt] * n, list(responses), user_ids=[user_id] * n,
-                                weights=None if weights is None else [weights] * n, aggregate=aggregate)
+                                weights=None if weights is None else [weights] * n, aggregate=aggregate,
+                                uncertainty=uncertainty, risk=risk)
+        if uncertainty:
+            return [float(s) for s in out[0]], [float(s) for s in out[1]]
         return [float(s) for s in out]
 
     def reward_batch(
@@ -239,13 +270,17 @@ class PALRewardModel:
         user_ids: Sequence[str | None] | None = None,
         weights: Sequence[Any] | None = None,
         aggregate: str | Sequence[str | None] | None = None,
-    ) -> np.ndarray:
+        uncertainty: bool = False,
+        risk: str | None = None,
+    ):
         """Rewards of many (user, prompt, response) items in one forward pass: (n,) float array.
 
         Item i is scored under the population aggregate `aggregate` (one spec for every item, or
         `aggregate[i]`; see `palrm.aggregate`) when given, else for `weights[i]` when given (K numbers,
         "population" or "group:k"), else for the known user `user_ids[i]` (UnknownUserError names the
         first unknown one). Every distinct text is embedded once; the embedding cache is read, never written.
+        `uncertainty=True` returns (mean, std) arrays under each user's posterior, `risk="quantile:q"`
+        the q-quantile (see `reward`); neither combines with `aggregate`.
         """
         state = self._fitted()
         n = len(responses)
@@ -256,15 +291,23 @@ class PALRewardModel:
             raise PalrmError("this model was trained on precomputed embeddings, not texts: call "
                              "reward_embeddings(user_id, prompt_vector, response_vectors) instead")
         if n == 0:
-            return np.zeros(0, dtype=np.float32)
+            empty = np.zeros(0, dtype=np.float32)
+            return (empty, empty) if uncertainty else empty
+        if uncertainty or risk is not None:
+            if aggs is not None:
+                raise ConfigError("reward_batch: give aggregate (one reward for the population) or uncertainty / risk "
+                                  "(per user), not both")
+            value, std = core.score_uncertain(state, prompts, responses, user_ids, weights,
+                                              core.text_embedder(state, store=False), risk)
+            return (value, std) if uncertainty else value
         w = _weights_of(state, n, user_ids, weights, aggs)  # (n, K)
         return core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
                                 aggregates=aggs, reference_stats=state.reference_stats).numpy()
 
     def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None,
-                          aggregate: str | None = None) -> list[float]:
+                          aggregate: str | None = None, uncertainty: bool = False, risk: str | None = None):
         """Rewards from precomputed vectors: prompt (D,) or None, responses (R, D); `weights` or
-        `aggregate` instead of a user as in `reward`."""
+        `aggregate` instead of a user, `uncertainty` and `risk` as in `reward`."""
         state = self._fitted()
         responses = np.atleast_2d(np.asarray(responses, dtype=np.float32))
         check_embedding_dim(responses, state.input_dim, "this model")
@@ -273,8 +316,13 @@ class PALRewardModel:
         r = len(responses)
         aggs = _per_item_aggregates(aggregate, 1, [user_id], None if weights is None else [weights])
         w = _weights_of(state, 1, [user_id], None if weights is None else [weights], aggs).expand(r, -1)  # (R, K)
-        scores = core.score_items(state.net, w, torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev),
-                                  None if aggs is None else aggs * r, state.reference_stats)
+        p_t, x_t = torch.from_numpy(prompt).to(dev).expand(r, -1), torch.from_numpy(responses).to(dev)
+        if uncertainty or risk is not None:
+            if aggs is not None:
+                raise ConfigError("reward_embeddings: give aggregate or uncertainty / risk, not both")
+            value, std = core.spread_vectors(state, user_id if weights is None else None, w, p_t, x_t, risk)
+            return (value.tolist(), std.tolist()) if uncertainty else value.tolist()
+        scores = core.score_items(state.net, w, p_t, x_t, None if aggs is None else aggs * r, state.reference_stats)
         return [float(s) for s in scores]
 
     def set_reference(self, pairs: PairsLike) -> "PALRewardModel":
@@ -288,8 +336,8 @@ class PALRewardModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write config.json, model.safetensors and users.json; atomic: a failed save leaves any
-        earlier model in `directory` intact."""
+        """Write config.json, model.safetensors, users.json (and posteriors.json); atomic: a failed
+        save leaves any earlier model in `directory` intact."""
         return core.save(self._fitted(), directory)
 
     @classmethod

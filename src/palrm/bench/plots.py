@@ -136,3 +136,52 @@ def aggregation(summary: dict, path: Path) -> None:
     axes[0][0].set_ylabel(f"win rate vs a random candidate (N={summary.get('summary_n', 16)})", fontsize=8)
     axes[0][0].legend(fontsize=7, loc="lower left")
     _save(fig, path)
+
+
+def onboarding_curves(summary: dict, path: Path) -> None:
+    """Onboarding suite: new users' accuracy vs answered queries, active vs random, per data set."""
+    sets = [s for s in ("persona", "synthetic", "polis") if s in summary]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        block = summary[name]
+        for order, style in (("active", "o-"), ("random", "s--")):
+            ns = [int(n) for n in block[order]]
+            ax.errorbar(ns, list(block[order].values()), yerr=[block[order + "_user_sd"][str(n)] / 4 for n in ns],
+                        fmt=style, capsize=2, label=f"{order} (+-sd/4 over users)")
+        ax.axhline(block["population"], color="tab:red", ls=":", label="population")
+        if "bayes_accuracy" in block:
+            ax.axhline(block["bayes_accuracy"], color="gray", ls="-.", label="Bayes ceiling")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks([0, 1, 2, 3, 5, 10, 20])
+        ax.set_xticklabels(["0", "1", "2", "3", "5", "10", "20"])
+        ax.set_xlabel("answered queries")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("new users' test accuracy")
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def onboarding_reliability(summary: dict, path: Path) -> None:
+    """Onboarding suite: reliability diagrams (known users raw / temperature, new users' posterior predictive)."""
+    sets = [s for s in ("persona", "synthetic", "polis") if s in summary]
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        cal = summary[name]["calibration"]
+        series = {"known (raw)": cal["known_users"]["reliability_raw"],
+                  "known (temperature)": cal["known_users"]["reliability_temperature"]}
+        for n in ("1", "5", "20"):
+            series[f"new n={n} (predictive)"] = cal["new_users"][n]["predictive"]["reliability"]
+        for label, rows in series.items():
+            pts = [(r["confidence"], r["accuracy"]) for r in rows if r["count"] >= 5]
+            if pts:
+                ax.plot(*zip(*pts), "o-", ms=3, label=label)
+        ax.plot([0.5, 1], [0.5, 1], "k:", lw=1)
+        ax.set_xlabel("confidence max(p, 1-p)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=6)
+    _save(fig, path)

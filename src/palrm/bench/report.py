@@ -240,8 +240,13 @@ def update_docs(doc: Path, results_root: Path, suites: list[str]) -> list[Path]:
             text = replace_block(text, suite, real_markdown(json.loads((res / "summary.json").read_text())))
             written.append(doc)
             continue
-        render, pngs = {"paper": (paper_markdown, PAPER_PNGS), "perf": (perf_markdown, PERF_PNGS),
-                        "aggregation": (aggregation_markdown, AGGREGATION_PNGS)}[suite]
+        if suite == "onboarding":
+            from palrm.bench.onboarding import PNGS, onboarding_markdown
+
+            render, pngs = onboarding_markdown, PNGS
+        else:
+            render, pngs = {"paper": (paper_markdown, PAPER_PNGS), "perf": (perf_markdown, PERF_PNGS),
+                            "aggregation": (aggregation_markdown, AGGREGATION_PNGS)}[suite]
         text = replace_block(text, suite, render(res, "img/bench"))
         for name in pngs:
             if (res / name).exists():

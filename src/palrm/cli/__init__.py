@@ -1,6 +1,6 @@
 """`palrm` command line: one module per command in this package, shared flags in `flags.py`.
 
-    train  evaluate  adapt  score  report  quickstart  export  serve  data  bench
+    train  evaluate  adapt  score  report  quickstart  export  serve  onboard  data  bench
 
 `main(argv) -> int` runs in-process (tests call it directly). Errors reach the user as one clear line
 and exit code 2; `--debug` shows the traceback. Every command module defines
@@ -15,13 +15,13 @@ import logging
 import os
 import sys
 
-from palrm.cli import adapt, bench, data, evaluate, export, quickstart, report, score, serve, train
+from palrm.cli import adapt, bench, data, evaluate, export, onboard, quickstart, report, score, serve, train
 from palrm.errors import PalrmError
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "build_parser", "entrypoint", "main"]
 
 EXIT_ERROR = 2
-COMMANDS = (train, evaluate, adapt, score, report, quickstart, export, serve, data, bench)  # in --help order
+COMMANDS = (train, evaluate, adapt, score, report, quickstart, export, serve, onboard, data, bench)  # in --help order
 
 
 def build_parser() -> argparse.ArgumentParser:

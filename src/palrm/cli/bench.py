@@ -1,4 +1,4 @@
-"""`palrm bench --suite paper|perf|aggregation|real|all [--quick]` (also `python -m palrm.bench ...`)."""
+"""`palrm bench --suite paper|perf|aggregation|real|onboarding|all [--quick]` (also `python -m palrm.bench ...`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ def add_parser(subparsers) -> None:
                               "pluralistic aggregation (aggregation)",
                               description="Writes RESULTS/<suite>/*.json and PNGs, results/paper/summary.json, and "
                               "regenerates the marked tables of docs/benchmarks.md.")
-    b.add_argument("--suite", choices=["paper", "perf", "aggregation", "real", "all"], default="all",
-                   help="paper, perf, aggregation, real (real multi-user data vs BTL / heads; not part of all), or all (paper + perf + aggregation)")
+    b.add_argument("--suite", choices=["paper", "perf", "aggregation", "real", "onboarding", "all"], default="all",
+                   help="paper, perf, aggregation, real (real multi-user data vs BTL / heads; not part of all), onboarding "
+                        "(new users' active vs random queries, calibration, coverage; not part of all), or all (paper + perf + aggregation)")
     g = b.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the reduced run CI may use (< 10 minutes on 2 cores per suite)")
     g.add_argument("--smoke", action="store_true", help="the smallest run (tests); does not touch the docs")
@@ -36,7 +37,12 @@ def cmd_bench(args) -> int:
     suites = ["paper", "perf", "aggregation"] if args.suite == "all" else [args.suite]
     say = (lambda m: None) if args.silent else (lambda m: print(m, flush=True))
     for suite in [] if args.report_only else suites:
-        if suite == "paper":
+        if suite == "onboarding":
+            from palrm.bench.onboarding import run_onboarding
+
+            run_onboarding(results / "onboarding", profile=profile, seed=args.seed, threads=args.threads,
+                           encoder=args.encoder, persona_source=args.persona_source, say=say)
+        elif suite == "paper":
             from palrm.bench.paper import run_paper
 
             run_paper(results / "paper", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder,

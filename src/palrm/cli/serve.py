@@ -73,8 +73,20 @@ def settings_from_args(args):
         max_text_chars=args.max_text_chars, queue_items=args.queue_items, max_batch_items=args.max_batch_items,
         batching=not args.no_batching, default_user=args.default_user, default_weights=default_weights,
         default_aggregate=args.default_aggregate,
-        embedding_cache=args.embedding_cache, device=args.device,
+        embedding_cache=args.embedding_cache, device=args.device, query_pools=_query_pools(args.query_pool),
     )
+
+
+def _query_pools(items: list[str]) -> dict:
+    pools = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--query-pool {item!r}: expected ID=FILE, e.g. --query-pool onboarding=pool.jsonl")
+        if not Path(path).is_file():
+            raise ConfigError(f"--query-pool {item!r}: {path} is not a file")
+        pools[name] = path
+    return pools
 
 
 def cmd_serve(args) -> int:
@@ -120,6 +132,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--queue-items", type=int, default=8192, help="items waiting to be scored before 503 (default 8192)")
     g.add_argument("--max-batch-items", type=int, default=1024, help="items per model forward (default 1024)")
     g.add_argument("--no-batching", action="store_true", help="score each request on its own (no micro-batching)")
+    p.add_argument("--query-pool", action="append", default=[], metavar="ID=FILE",
+                   help="candidate pairs for POST /v1/users/{id}/next-query {\"pool_id\": ID} (repeatable)")
     p.add_argument("--embedding-cache", action="store_true", help="also cache embeddings on disk (off: completions are unique)")
     add_device_flag(p)
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])

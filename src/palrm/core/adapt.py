@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from palrm.core.posterior import update_posteriors
 from palrm.core.score import pair_table
 from palrm.core.state import FittedModel
 from palrm.core.table import pair_index
@@ -63,7 +64,8 @@ def adapt(state: FittedModel, pairs: PairData, *, reset: bool = False) -> list[s
     """Learn (only) the K weights of every user in `pairs`; shared weights stay bit-identical.
 
     New users are added; known users are re-adapted on these pairs, starting from their current
-    weights (or from the population when `reset`). Returns the users that were new.
+    weights (or from the population when `reset`); every adapted user's posterior is computed from
+    these pairs. Returns the users that were new.
     """
     if len(pairs) == 0:
         raise DataFormatError(f"{pairs.source}: no pairs to adapt on")
@@ -72,8 +74,10 @@ def adapt(state: FittedModel, pairs: PairData, *, reset: bool = False) -> list[s
         return []
     users = pairs.users_present()
     pairs = pairs.compact_users()
-    logits = adapt_logits(state, pairs, pair_table(state, pairs), users, init_from_current=not reset)
+    table = pair_table(state, pairs)
+    logits = adapt_logits(state, pairs, table, users, init_from_current=not reset)
     new = state.set_user_logits(users, logits)
+    update_posteriors(state, pairs, table, users)
     logger.info("adapted %d users (%d new) on %d pairs", len(users), len(new), len(pairs))
     return new
 

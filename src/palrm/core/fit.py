@@ -26,6 +26,7 @@ import torch
 
 from palrm import distributed as pdist
 from palrm.config import PALConfig
+from palrm.core.posterior import fit_posteriors
 from palrm.core.score import measure_reference, pair_table
 from palrm.core.state import FittedModel
 from palrm.core.table import Embedder, encoder_spec, pair_index
@@ -126,6 +127,7 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     if state.net.offset_dim:
         _fit_offsets(state, table, train_idx, val_idx)
     state.reference_stats = measure_reference(state, train, train_table)
+    fit_posteriors(state, train_idx, table)
     return state
 
 

@@ -7,6 +7,8 @@ A model directory holds
                         the aggregates' reference statistics (palrm.aggregate)
     model.safetensors   the network (shared weights + the user table)
     users.json          user ids, row u of the user table is users[u]
+    posteriors.json     the posterior prior and each user's weight posterior (+ weights mean and
+                        uncertainty, readable), when the model has them (issue 10)
     backbone/           fine-tuned models only: the backbone + tokenizer (save_pretrained)
 
 The checks every loader shares (the full model here, `ScalarRewardModel` in export.py):
@@ -33,15 +35,17 @@ from palrm.core.state import FittedModel
 from palrm.core.table import CUSTOM_ENCODER, Embedder, build_encoder, encoder_spec
 from palrm.errors import ConfigError, ModelFileError
 from palrm.models import build_net
+from palrm.training.posterior import PopulationPrior, UserPosterior
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, USERS_FILE = "config.json", "model.safetensors", "users.json"
+POSTERIOR_FILE = "posteriors.json"
 BACKBONE_DIR = "backbone"
 FORMAT_VERSION = 1
 
 __all__ = ["save", "load", "check_format_version", "check_encoder", "resolve_device", "encoder_spec",
-           "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "USERS_FILE", "BACKBONE_DIR"]
+           "FORMAT_VERSION", "CONFIG_FILE", "WEIGHTS_FILE", "USERS_FILE", "POSTERIOR_FILE", "BACKBONE_DIR"]
 
 
 def check_format_version(meta: dict, supported: int, where: Path | str) -> None:
@@ -106,6 +110,12 @@ def save(state: FittedModel, directory: str | os.PathLike) -> Path:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "palrm": __version__})
         (tmp / USERS_FILE).write_text(json.dumps(state.users))
+        if state.posteriors or state.posterior_prior is not None:
+            prior = state.posterior_prior
+            (tmp / POSTERIOR_FILE).write_text(json.dumps({
+                "prior": prior.to_dict() if isinstance(prior, PopulationPrior) else None,
+                "users": {u: {**p.to_dict(), "weights_mean": p.weights_mean.round(6).tolist(), "uncertainty": round(p.uncertainty, 6)}
+                          for u, p in state.posteriors.items() if u in state.user_index}}))
     return directory
 
 
@@ -146,10 +156,18 @@ def load(directory: str | os.PathLike, *, device: str | None = None, encoder=Non
         net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
     except Exception as exc:  # safetensors raises its own error types
         raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); re-save the model") from None
-    return FittedModel(net=net.to(config.train.device).eval(), users=[str(u) for u in users], config=config,
-                       input_dim=input_dim, precomputed=precomputed,
-                       embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone,
-                       reference_stats=_reference_stats(meta, directory))
+    state = FittedModel(net=net.to(config.train.device).eval(), users=[str(u) for u in users], config=config,
+                        input_dim=input_dim, precomputed=precomputed,
+                        embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone,
+                        reference_stats=_reference_stats(meta, directory))
+    if (directory / POSTERIOR_FILE).is_file():
+        try:
+            saved = json.loads((directory / POSTERIOR_FILE).read_text())
+            state.posteriors = {u: UserPosterior.from_dict(d) for u, d in saved["users"].items()}
+            state.posterior_prior = None if saved["prior"] is None else PopulationPrior.from_dict(saved["prior"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{directory / POSTERIOR_FILE} is damaged ({exc!r}); delete it and re-adapt the users") from None
+    return state
 
 
 def _reference_stats(meta: dict, directory: Path):

@@ -8,6 +8,8 @@
     backbone     the fine-tuned backbone (PAL-Large) or None; it is also the embedder's encoder
     config       the full PALConfig (train.device is where net lives)
     reference_stats  mean and std of each prototype's reward on the reference set (palrm.aggregate)
+    posteriors   user id -> UserPosterior of the user's weights (`palrm.core.posterior`), where known
+    posterior_prior  the prior of those posteriors, fitted to the training users (or None)
 
 The facade (`PALRewardModel`) holds one of these; serve, export, bench and the integrations use
 these functions instead of reaching into the facade.
@@ -64,6 +66,8 @@ class FittedModel:
     user_index: dict[str, int] = field(default_factory=dict)
     reference_stats: Any = None  # palrm.aggregate.ReferenceStats: the prototypes' common scale for aggregates
     selection: dict | None = None  # the k="auto" report (evaluation/selection.py), when the fit selected
+    posteriors: dict = field(default_factory=dict)
+    posterior_prior: Any = None
 
     def __post_init__(self) -> None:
         self.users = [str(u) for u in self.users]
@@ -82,7 +86,7 @@ class FittedModel:
         """A copy whose network and user table can change without touching this one (encoder shared)."""
         return FittedModel(copy.deepcopy(self.net), list(self.users), self.config, self.input_dim, self.precomputed,
                            self.embedder, self.backbone, list(self.history), dict(self.user_index),
-                           self.reference_stats, self.selection)
+                           self.reference_stats, self.selection, dict(self.posteriors), self.posterior_prior)
 
     # ------------------------------------------------------------------ users
     def user_row(self, user_id: str | None) -> int:
@@ -199,4 +203,5 @@ class FittedModel:
                 self.net.user_offsets = self.net.user_offsets[: len(self.users) - n].clone()
         for u in user_ids:
             self.user_index.pop(u)
+            self.posteriors.pop(u, None)
         del self.users[-n:]

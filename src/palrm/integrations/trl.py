@@ -93,6 +93,7 @@ def reward_function(
     default_weights: Any = None,
     aggregate: str | None = None,
     name: str | None = None,
+    risk: str | None = None,
 ) -> Callable[..., list[float]]:
     """A TRL reward function `f(prompts, completions, **columns) -> list[float]` backed by palrm.
 
@@ -104,14 +105,18 @@ def reward_function(
         aggregate: one reward for the whole population for every example, e.g. "maxmin", "alpha:1",
             "quantile:0.1@users" (`palrm.aggregate`); the user column is then ignored.
         name: the function's `__name__` (TRL logs rewards under it); default "palrm_reward".
+        risk: None (the user's MAP weights), "mean" (the posterior mean reward) or "quantile:Q" (the
+            Q-quantile of the reward under the user's weight posterior: risk-averse RLHF).
 
     Without a default, an example without a user id raises ConfigError; an unknown user id raises
     UnknownUserError (onboard the user with `model.adapt` first).
     """
     rm = _load(model)
     from palrm.export import ScalarRewardModel
+    from palrm.training.posterior import parse_risk
 
     scalar = isinstance(rm, ScalarRewardModel)
+    parse_risk(risk)  # a bad risk fails here, not at the first training step
     if default_user is not None and default_weights is not None:
         raise ConfigError("reward_function: give default_user or default_weights, not both")
     if aggregate is not None:
@@ -122,6 +127,8 @@ def reward_function(
                               "`palrm export --aggregate SPEC` instead of passing aggregate=")
         if default_user is not None or default_weights is not None:
             raise ConfigError("reward_function: aggregate scores every example for the population; drop default_user/default_weights")
+        if risk is not None:
+            raise ConfigError("reward_function: give aggregate (one reward for the population) or risk (per user), not both")
         aggregate = str(parse_aggregate(aggregate))  # a bad spec fails here, not at the first training step
 
     def palrm_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
@@ -131,7 +138,7 @@ def reward_function(
         p_texts = [prompt_text(p) for p in prompts]
         c_texts = [completion_text(c) for c in completions]
         if scalar:
-            return [float(x) for x in rm(p_texts, c_texts)]
+            return [float(x) for x in rm(p_texts, c_texts, risk=risk)]
         if aggregate is not None:
             return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate)]
         users = kwargs.get(user_column)
@@ -152,7 +159,7 @@ def reward_function(
                 user_ids.append(str(u))
                 weights.append(None)
         w = weights if any(x is not None for x in weights) else None
-        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w)]
+        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w, risk=risk)]
 
     palrm_reward.__name__ = palrm_reward.__qualname__ = name or "palrm_reward"
     return palrm_reward

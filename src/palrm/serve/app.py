@@ -1,6 +1,7 @@
 """The FastAPI application of `palrm serve` (see docs/architecture.md, "Reward service").
 
 Endpoints: POST /v1/reward, POST /v1/compare, POST /v1/users/{user_id}/adapt, GET /v1/users/{user_id},
+POST /v1/users/{user_id}/next-query,
 POST /get_reward (OpenRLHF's remote reward model protocol), GET /healthz, and the OpenAPI docs
 (/docs, /openapi.json). Bad requests always get a 4xx with a one-line `detail`, never a traceback.
 """
@@ -19,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from palrm import __version__
 from palrm.errors import PalrmError, UnknownUserError
-from palrm.serve.engine import Item, QueueFull, RewardEngine, sigmoid
+from palrm.serve.engine import Item, QueueFull, RewardEngine, UnknownPool, sigmoid
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +60,26 @@ class _Who(_Strict):
         return self
 
 
+Risk = Annotated[str, Field(max_length=32, pattern=r"^(mean|quantile:0?\.[0-9]{1,6})$")]
+
+
 class RewardItem(_Who):
     aggregate: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="instead of user_id / weights: one reward for the population, e.g. 'maxmin', 'mean', 'alpha:1', "
                           "'softmin:0.5', 'quantile:0.1@users' (palrm.aggregate)")
     prompt: Text = Field("", description="the prompt (may be empty for prompt-free data)")
     response: Text
+    std: bool = Field(False, description="also return the reward's standard deviation under the user's weight posterior "
+                                         "(the response then has 'stds'; rewards are posterior means)")
+    risk: Risk | None = Field(None, description="'mean' (posterior mean) or 'quantile:Q' (the Q-quantile of the reward under "
+                                                "the user's weight posterior, e.g. quantile:0.1: a risk-averse reward)")
 
     @model_validator(mode="after")
     def _one_of_three(self):
         if self.aggregate is not None and (self.user_id is not None or self.weights is not None):
             raise ValueError("give one of 'user_id', 'weights' or 'aggregate', not more")
+        if self.aggregate is not None and (self.std or self.risk is not None):
+            raise ValueError("'std' and 'risk' are about a user's weight posterior; an 'aggregate' item has neither")
         return self
 
 
@@ -109,6 +119,44 @@ class GetRewardRequest(BaseModel):
 
 class RewardResponse(BaseModel):
     rewards: list[float]
+    stds: list[float] | None = Field(None, description="per item, when any item asked for 'std' or a 'risk' (0 for explicit weights)")
+
+
+class PoolPair(_Strict):
+    prompt: Text = ""
+    response_a: Text
+    response_b: Text
+
+
+class NextQueryRequest(_Strict):
+    pool: Annotated[list[PoolPair], Field(max_length=HARD_MAX_LIST)] | None = Field(
+        None, description="candidate pairs the user has not judged (the order of the two responses does not matter)")
+    pool_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="instead of 'pool': a pool the server loaded at start (palrm serve --query-pool ID=FILE)")
+    n: int = Field(1, ge=1, le=100, description="how many pairs to return, best first")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.pool is None) == (self.pool_id is None):
+            raise ValueError("give exactly one of 'pool' (a list of pairs) or 'pool_id'")
+        return self
+
+
+class Query(BaseModel):
+    index: int = Field(description="the pair's position in the pool")
+    prompt: str | None
+    response_a: str
+    response_b: str
+    information_gain: float = Field(description="expected information about the user's weights (nats)")
+
+
+class NextQueryResponse(BaseModel):
+    user_id: str
+    known: bool = Field(description="false: a new user, the questions are chosen from the prior")
+    queries: list[Query]
+    weights_mean: list[float] | None = None
+    weights_std: list[float] | None = None
+    uncertainty: float | None = None
 
 
 class CompareResponse(BaseModel):
@@ -122,6 +170,9 @@ class UserResponse(BaseModel):
     source: Literal["model", "store"] | None = None
     n_pairs: int | None = None
     n_pairs_adapted: int | None = None
+    weights_mean: list[float] | None = Field(None, description="posterior mean of the weights (when the model has the user's posterior)")
+    weights_std: list[float] | None = None
+    uncertainty: float | None = Field(None, description="sqrt(sum_k Var[w_k]) under the posterior: 0 = certain")
 
 
 class GetRewardResponse(BaseModel):
@@ -231,6 +282,10 @@ def create_app(engine: RewardEngine) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
+    @app.exception_handler(UnknownPool)
+    async def _unknown_pool(request: Request, exc: UnknownPool):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
     @app.exception_handler(UnknownUserError)
     async def _unknown(request: Request, exc: UnknownUserError):
         return JSONResponse({"detail": str(exc)}, status_code=404)
@@ -271,7 +326,10 @@ def create_app(engine: RewardEngine) -> FastAPI:
                 items.append(Item(None, None, it.prompt, it.response, engine.resolve_aggregate(it.aggregate)))
                 continue
             user, w = resolve(it)
-            items.append(Item(user, w, it.prompt, it.response))
+            items.append(Item(user, w, it.prompt, it.response, std=it.std, risk=it.risk))
+        if any(it.std or it.risk is not None for it in items):
+            rewards, stds = await engine.score_with_std(items)
+            return RewardResponse(rewards=rewards, stds=stds)
         return RewardResponse(rewards=await engine.score(items))
 
     @app.post("/v1/compare", response_model=CompareResponse, dependencies=guarded, responses=_ERRORS,
@@ -297,6 +355,21 @@ def create_app(engine: RewardEngine) -> FastAPI:
                 raise HTTPException(422, "a pair has chosen identical to rejected; every pair needs two different responses")
         out = await engine.adapt(user_id, [p.model_dump() for p in body.pairs])
         return UserResponse(**out)
+
+    @app.post("/v1/users/{user_id}/next-query", response_model=NextQueryResponse, response_model_exclude_none=True,
+              dependencies=guarded, responses=_ERRORS, summary="the most informative pair(s) to ask this user next")
+    async def next_query(body: NextQueryRequest, user_id: Annotated[str, Path(min_length=1, max_length=256, pattern=USER_ID_RE)]) -> NextQueryResponse:
+        _utf8(user_id)
+        if body.pool is not None:
+            if not body.pool:
+                raise HTTPException(422, "the pool is empty: send at least one candidate pair "
+                                         '{"prompt": ..., "response_a": ..., "response_b": ...}')
+            check_count(len(body.pool), "pool pairs", s.max_pairs, "--max-pairs")
+            for p in body.pool:
+                check_texts(p.prompt, p.response_a, p.response_b)
+        return NextQueryResponse(**await engine.run_model(engine.next_query_sync, user_id,
+                                                          None if body.pool is None else [p.model_dump() for p in body.pool],
+                                                          body.pool_id, body.n))
 
     @app.get("/v1/users/{user_id}", response_model=UserResponse, response_model_exclude_none=True, dependencies=guarded, responses=_ERRORS,
              summary="a user's mixture weights")

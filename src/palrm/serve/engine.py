@@ -30,12 +30,14 @@ import numpy as np
 import torch
 
 from palrm import core
+from palrm.data.pool import read_pool
 from palrm.errors import ConfigError, PalrmError, UnknownUserError
 from palrm.serve.store import UserStore, default_store_path, model_fingerprint
+from palrm.training.posterior import UserPosterior
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServeSettings", "RewardEngine", "QueueFull", "Item"]
+__all__ = ["ServeSettings", "RewardEngine", "QueueFull", "Item", "UnknownPool"]
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ServeSettings:
     default_aggregate: str | None = None  # /get_reward queries without a label: this population aggregate
     embedding_cache: bool = False
     device: str | None = None
+    query_pools: dict = field(default_factory=dict)  # pool id -> pair file (POST /v1/users/{id}/next-query "pool_id")
     extra: dict = field(default_factory=dict)
 
 
@@ -76,6 +79,8 @@ class Item:
     prompt: str
     response: str
     aggregate: str | None = None
+    std: bool = False  # also the reward's std under the user's weight posterior
+    risk: str | None = None  # "mean" or "quantile:q" (palrm.training.posterior.parse_risk)
 
 
 class RewardEngine:
@@ -102,6 +107,7 @@ class RewardEngine:
         self.n_params = self.k + self.state.net.offset_dim  # per stored user: K logits [+ r offset]
         self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.n_params)
         n = self._apply_store()
+        self.pools = {name: read_pool(path) for name, path in settings.query_pools.items()}
         logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
         if settings.default_aggregate is not None:  # a bad spec fails at start-up, not on the first request
             settings.default_aggregate = self.resolve_aggregate(settings.default_aggregate)
@@ -129,6 +135,7 @@ class RewardEngine:
         self._trained_logits = {r.user_id: self.state.user_logits(r.user_id) for r in rows if r.user_id in self.trained_users}
         if rows:
             self.state.set_user_logits([r.user_id for r in rows], torch.tensor([r.logits for r in rows], dtype=torch.float32))
+        self.state.posteriors.update({r.user_id: UserPosterior.from_dict(r.posterior) for r in rows if r.posterior is not None})
         return len(rows)
 
     def user_info_sync(self, user_id: str) -> dict:
@@ -142,7 +149,14 @@ class RewardEngine:
         return {"user_id": user_id, "weights": [float(x) for x in weights],
                 "source": "store" if stored else "model",
                 "version": stored.version if stored else 0,
-                "n_pairs_adapted": stored.n_pairs if stored else 0}
+                "n_pairs_adapted": stored.n_pairs if stored else 0, **self._posterior_info(user_id)}
+
+    def _posterior_info(self, user_id: str) -> dict:
+        post = self.state.posteriors.get(user_id)
+        if post is None:
+            return {}
+        return {"weights_mean": [float(x) for x in post.weights_mean], "weights_std": [float(x) for x in post.weights_std],
+                "uncertainty": post.uncertainty}
 
     def adapt_sync(self, user_id: str, pairs: list[dict]) -> dict:
         import pandas as pd
@@ -156,6 +170,7 @@ class RewardEngine:
         frame = pd.DataFrame([{"user_id": user_id, **p} for p in every])
         known = user_id in state.user_index
         old = state.user_logits(user_id) if known else None
+        old_post = state.posteriors.get(user_id)
         trained = user_id in self.trained_users
         if trained and user_id in self._trained_logits:  # start again from the trained weights
             state.set_user_logits([user_id], self._trained_logits[user_id][None])
@@ -164,11 +179,14 @@ class RewardEngine:
         except Exception:
             if known:
                 state.set_user_logits([user_id], old[None])
+                self._restore_posterior(user_id, old_post)
             raise
         logits = state.user_logits(user_id)
         weights = state.user_weights(user_id)
+        post = state.posteriors.get(user_id)
         try:
-            version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], pairs)
+            version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], pairs,
+                                     posterior=None if post is None else post.to_dict())
             if trained and user_id not in self._trained_logits:
                 self._trained_logits[user_id] = old
         except Exception:
@@ -177,8 +195,53 @@ class RewardEngine:
                 state.remove_last_users(new)
             else:
                 state.set_user_logits([user_id], old[None])
+                self._restore_posterior(user_id, old_post)
             raise
-        return {"user_id": user_id, "weights": [float(x) for x in weights], "version": version, "n_pairs": len(every)}
+        return {"user_id": user_id, "weights": [float(x) for x in weights], "version": version, "n_pairs": len(every),
+                **self._posterior_info(user_id)}
+
+    def _restore_posterior(self, user_id: str, post) -> None:
+        if post is None:
+            self.state.posteriors.pop(user_id, None)
+        else:
+            self.state.posteriors[user_id] = post
+
+    def score_std_sync(self, items: list[Item]) -> tuple[list[float], list[float]]:
+        """Rewards and their posterior std; items grouped by risk (one reward_batch call per group)."""
+        values, stds = [0.0] * len(items), [0.0] * len(items)
+        agg = [i for i, it in enumerate(items) if it.aggregate is not None]  # population aggregates: certain
+        if agg:
+            for i, v in zip(agg, self.score_sync([items[i] for i in agg])):
+                values[i] = float(v)
+        for risk in {it.risk for it in items if it.aggregate is None}:
+            idx = [i for i, it in enumerate(items) if it.risk == risk and it.aggregate is None]
+            sub = [items[i] for i in idx]
+            w = [it.weights for it in sub]
+            v, s = self.model.reward_batch([it.prompt for it in sub], [it.response for it in sub],
+                                           user_ids=[it.user_id for it in sub],
+                                           weights=w if any(x is not None for x in w) else None, uncertainty=True, risk=risk)
+            for j, i in enumerate(idx):
+                values[i], stds[i] = float(v[j]), float(s[j])
+        return values, stds
+
+    def next_query_sync(self, user_id: str, pool: list[dict] | None, pool_id: str | None, n: int) -> dict:
+        """The pool pairs of highest expected information gain for `user_id` (new users start at the prior)."""
+        import pandas as pd
+
+        if not self.has_users:
+            raise ConfigError("this model is the BTL baseline: it has no per-user weights, so no question tells anything")
+        if pool_id is not None:
+            if pool_id not in self.pools:
+                names = ", ".join(sorted(self.pools)) or "none"
+                raise UnknownPool(f"pool {pool_id!r} not found: this server has the pools: {names} "
+                                  "(start it with --query-pool ID=FILE, or send the pairs inline as 'pool')")
+            data = self.pools[pool_id]
+        else:
+            data = core.as_pairs(pd.DataFrame([{"user_id": "pool", "prompt": p.get("prompt") or "", "chosen": p["response_a"],
+                                                "rejected": p["response_b"]} for p in pool]), "pool")
+        picks = self.model.next_queries(user_id, data, n=n)
+        known = user_id in self.state.user_index
+        return {"user_id": user_id, "known": known, "queries": picks, **(self._posterior_info(user_id) if known else {})}
 
     def score_sync(self, items: list[Item]) -> np.ndarray:
         w = [it.weights for it in items]
@@ -261,6 +324,17 @@ class RewardEngine:
         self._wakeup.set()
         return await fut
 
+    async def score_with_std(self, items: list[Item]) -> tuple[list[float], list[float]]:
+        """Rewards with std / risk: run on the model thread directly (not micro-batched; such requests are rare)."""
+        if self._queued_items + len(items) > self.settings.queue_items:
+            raise QueueFull(f"the reward queue is full ({self._queued_items} items waiting, limit "
+                            f"{self.settings.queue_items}); retry shortly")
+        self._queued_items += len(items)
+        try:
+            return await self.run_model(self.score_std_sync, items)
+        finally:
+            self._queued_items -= len(items)
+
     async def adapt(self, user_id: str, pairs: list[dict]) -> dict:
         if self._pending_adapts >= self.settings.max_pending_adapts:
             raise QueueFull(f"{self._pending_adapts} adapt requests are waiting (limit {self.settings.max_pending_adapts}); retry shortly")
@@ -306,6 +380,10 @@ class RewardEngine:
             start += len(items)
             if not fut.done():
                 fut.set_result([float(x) for x in part])
+
+
+class UnknownPool(PalrmError):
+    """A next-query request named a pool the server does not have (HTTP 404)."""
 
 
 def unknown_user(user_id: str) -> UnknownUserError:

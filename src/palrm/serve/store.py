@@ -36,6 +36,7 @@ class StoredUser:
     n_pairs: int
     version: int
     updated_at: float
+    posterior: dict | None = None  # the user's weight posterior (UserPosterior.to_dict), when the model has one
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -73,6 +74,9 @@ class UserStore:
                 "CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, logits TEXT NOT NULL, weights TEXT NOT NULL, "
                 "n_pairs INTEGER NOT NULL, version INTEGER NOT NULL, updated_at REAL NOT NULL)"
             )
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(users)").fetchall()}
+            if "posterior" not in columns:  # stores written before issue 10: add the (nullable) column
+                self._db.execute("ALTER TABLE users ADD COLUMN posterior TEXT")
             self._db.execute("CREATE TABLE IF NOT EXISTS user_pairs (user_id TEXT NOT NULL, pair TEXT NOT NULL)")
             self._db.execute("CREATE INDEX IF NOT EXISTS user_pairs_user ON user_pairs (user_id)")
         except sqlite3.Error as exc:
@@ -97,18 +101,20 @@ class UserStore:
             with self._lock:
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
-    def put(self, user_id: str, logits: list[float], weights: list[float], new_pairs: list[dict]) -> int:
-        """Write the user's row (replacing it), append `new_pairs` to their pairs, and commit; returns the
-        new version. `n_pairs` counts every pair the user was adapted on."""
+    def put(self, user_id: str, logits: list[float], weights: list[float], new_pairs: list[dict],
+            posterior: dict | None = None) -> int:
+        """Write the user's row (replacing it; with its weight posterior when given), append `new_pairs` to
+        their pairs, and commit; returns the new version. `n_pairs` counts every pair the user was adapted on."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 row = self._db.execute("SELECT version, n_pairs FROM users WHERE user_id = ?", (user_id,)).fetchone()
                 version = (row[0] if row else 0) + 1
                 total = (row[1] if row else 0) + len(new_pairs)
-                self._db.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?, ?)",
+                self._db.execute("INSERT OR REPLACE INTO users (user_id, logits, weights, n_pairs, version, updated_at, "
+                                 "posterior) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  (user_id, json.dumps([float(x) for x in logits]), json.dumps([float(x) for x in weights]),
-                                  total, version, time.time()))
+                                  total, version, time.time(), None if posterior is None else json.dumps(posterior)))
                 self._db.executemany("INSERT INTO user_pairs VALUES (?, ?)",
                                      [(user_id, json.dumps(p, sort_keys=True)) for p in new_pairs])
                 self._db.execute("COMMIT")
@@ -119,7 +125,8 @@ class UserStore:
 
     @staticmethod
     def _row(row) -> StoredUser:
-        return StoredUser(row[0], json.loads(row[1]), json.loads(row[2]), int(row[3]), int(row[4]), float(row[5]))
+        posterior = json.loads(row[6]) if len(row) > 6 and row[6] else None
+        return StoredUser(row[0], json.loads(row[1]), json.loads(row[2]), int(row[3]), int(row[4]), float(row[5]), posterior)
 
     def get(self, user_id: str) -> StoredUser | None:
         with self._lock:
