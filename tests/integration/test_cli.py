@@ -12,7 +12,7 @@ import pytest
 
 from palrm.cli import main
 
-COMMANDS = ["train", "evaluate", "adapt", "score", "report", "quickstart", "export", "serve", "data", "bench"]
+COMMANDS = ["train", "evaluate", "adapt", "score", "report", "quickstart", "export", "serve", "onboard", "data", "bench"]
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 FAST = ["--encoder", "hashing", "--epochs", "15", "--no-progress", "--k", "2"]
 

@@ -446,9 +446,13 @@ def _objective_affine_batch(eta, b, c0, coef, user, n_users, prior_mean, prior_p
             h[:, i, j] = h[:, j, i] = _per_user(user, a * we[:, i] * we[:, j], n_users)
     h[:, np.arange(k), np.arange(k)] += g
     h -= w[:, :, None] * g[:, None, :] + g[:, :, None] * w[:, None, :]
-    d = c - prior_mean
-    value += strength * 0.5 * np.einsum("uk,kl,ul->u", d, prior_prec, d)
-    g = g + strength * d @ prior_prec
+    d = c - prior_mean  # prior_mean (K,) or one per user (U, K); prior_prec (K, K) or (U, K, K)
+    if prior_prec.ndim == 2:
+        value += strength * 0.5 * np.einsum("uk,kl,ul->u", d, prior_prec, d)
+        g = g + strength * d @ prior_prec
+    else:
+        value += strength * 0.5 * np.einsum("uk,ukl,ul->u", d, prior_prec, d)
+        g = g + strength * np.einsum("ukl,ul->uk", prior_prec, d)
     h = h + strength * prior_prec
     return value, g @ b, np.einsum("kj,ukl,lm->ujm", b, h, b)
 
@@ -469,8 +473,10 @@ def _newton_batch(terms: PairTerms, user, n_users, b, prior_mean, prior_prec, st
         else:
             pairs = np.concatenate([order[bounds[u]:bounds[u + 1]] for u in users]) if len(users) else np.zeros(0, dtype=np.int64)
             local = np.repeat(np.arange(len(users)), bounds[users + 1] - bounds[users])
+        per_user = prior_prec.ndim == 3 and len(users) != n_users
         return _objective_affine_batch(e, b, terms.c0[pairs], terms.coef[pairs], local, len(users),
-                                       prior_mean, prior_prec, strength)
+                                       prior_mean[users] if per_user else prior_mean,
+                                       prior_prec[users] if per_user else prior_prec, strength)
 
     everyone = np.arange(n_users)
     eta = (start - start.mean(1, keepdims=True)) @ b
@@ -544,21 +550,34 @@ def laplace_users(terms: PairTerms, user: np.ndarray, n_users: int, prior: Logit
     if not terms.affine:
         order = np.argsort(user, kind="stable")
         bounds = np.searchsorted(user[order], np.arange(n_users + 1))
+    m = len(pop.weights)
+    cov_eta = np.einsum("kj,mkl,li->mji", b, pop.covs, b)  # (M, K-1, K-1)
+    precs = np.einsum("kj,mji,li->mkl", b, np.linalg.inv(cov_eta), b)  # (M, K, K) precisions of the centred logits
+    log_norm = np.log(pop.weights) - 0.5 * np.linalg.slogdet(cov_eta / strength)[1]  # (M,)
+    if init is not None and m == 1:
+        start = np.asarray(init, dtype=np.float64)[None]  # (1, U, K)
+    else:
+        start = np.repeat(pop.means[:, None, :], n_users, 1)  # (M, U, K): each component from its mean
+    if terms.affine and len(terms) * m <= 5_000_000:  # every (component, user) in ONE batched Newton
+        rep_terms = PairTerms(c0=np.tile(terms.c0, m), coef=np.tile(terms.coef, (m, 1)))
+        rep_user = np.concatenate([user + j * n_users for j in range(m)])
+        eta, value, vals, vecs = _newton_batch(rep_terms, rep_user, m * n_users, b, np.repeat(pop.means, n_users, 0),
+                                               np.repeat(precs, n_users, 0), strength, start.reshape(-1, k), max_iter, tol)
+    else:
+        out = []
+        for j in range(m):
+            if terms.affine:
+                out.append(_newton_batch(terms, user, n_users, b, pop.means[j], precs[j], strength, start[j], max_iter, tol))
+            else:
+                per = [_newton(terms.select(order[bounds[u]:bounds[u + 1]]), b, pop.means[j], precs[j], strength,
+                               start[j, u], max_iter, 1e-8) for u in range(n_users)]
+                out.append(tuple(np.stack([o[i] for o in per]) for i in range(4)))
+        eta, value, vals, vecs = (np.concatenate([o[i] for o in out]) for i in range(4))
+    log_evidence = np.repeat(log_norm, n_users) - value - 0.5 * np.log(vals).sum(1)  # (M * U,)
+    cov_c = np.einsum("kj,ujl,ml->ukm", b, (vecs / vals[:, None, :]) @ np.swapaxes(vecs, 1, 2), b)
     parts: list[list] = [[] for _ in range(n_users)]
-    for pi, mean, cov in zip(pop.weights, pop.means, pop.covs):
-        cov_eta = b.T @ cov @ b
-        prec = b @ np.linalg.inv(cov_eta) @ b.T  # precision of the centred logits (on the subspace)
-        start = np.asarray(init, dtype=np.float64) if init is not None and len(pop.weights) == 1 else np.tile(mean, (n_users, 1))
-        if terms.affine:
-            eta, value, vals, vecs = _newton_batch(terms, user, n_users, b, mean, prec, strength, start, max_iter, tol)
-        else:
-            out = [_newton(terms.select(order[bounds[u]:bounds[u + 1]]), b, mean, prec, strength, start[u], max_iter, 1e-8)
-                   for u in range(n_users)]
-            eta, value, vals, vecs = (np.stack([o[i] for o in out]) for i in range(4))
-        log_evidence = np.log(pi) - value - 0.5 * np.log(vals).sum(1) - 0.5 * np.linalg.slogdet(cov_eta / strength)[1]
-        cov_c = np.einsum("kj,ujl,ml->ukm", b, (vecs / vals[:, None, :]) @ np.swapaxes(vecs, 1, 2), b)
-        for u in range(n_users):
-            parts[u].append((float(log_evidence[u]), b @ eta[u], cov_c[u]))
+    for row in range(m * n_users):
+        parts[row % n_users].append((float(log_evidence[row]), b @ eta[row], cov_c[row]))
     return [UserPosterior.mixture(pu, int(c)) for pu, c in zip(parts, counts)]
 
 
