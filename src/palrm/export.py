@@ -44,7 +44,6 @@ from palrm.core import (
     resolve_device,
     score_items,
     score_texts,
-    score_vectors,
     text_rows,
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
