@@ -258,7 +258,7 @@ def offset_terms(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs, logit
     `pairs.user`) and the offset features, so that z = b + <delta_u, x> (models/offset.py)."""
     was_training = net.training
     net.eval()
-    feats = _pair_features(net, table, pairs)
+    feats = distinct_pair_features(net, table, pairs)
     w = net.weights_from_logits(logits.to(table.dtype))[pairs.user]  # (n, K): offset 0
     base = net.logits_from_features(feats, w)  # (n,)
     if net.offset_kind == "latent":
