@@ -31,11 +31,14 @@ def test_unreachable_url_fails_at_open_with_one_line():
 def test_put_get_versions_and_pair_counts(pg_url):
     store = PostgresUserStore(pg_url, fingerprint="fp", k=2)
     assert store.get("alice") is None and len(store) == 0
-    assert store.put("alice", [0.5, -0.5], [0.73, 0.27], 5) == 1
-    assert store.put("alice", [1.0, -1.0], [0.88, 0.12], 3) == 2
+    first = [{"prompt": "p", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(5)]
+    second = [{"prompt": "", "chosen": "yes", "rejected": "no"}] * 3
+    assert store.put("alice", [0.5, -0.5], [0.73, 0.27], first) == 1
+    assert store.put("alice", [1.0, -1.0], [0.88, 0.12], second) == 2
     got = store.get("alice")
     assert got.logits == [1.0, -1.0] and got.weights == [0.88, 0.12] and got.n_pairs == 8 and got.version == 2
-    store.put("bob", [0.0, 0.0], [0.5, 0.5], 1)
+    assert store.pairs("alice") == first + second and store.pairs("nobody") == []
+    store.put("bob", [0.0, 0.0], [0.5, 0.5], second[:1])
     assert [u.user_id for u in store.all()] == ["alice", "bob"] and len(store) == 2
     store.close()
     again = PostgresUserStore(pg_url, fingerprint="fp", k=2)  # durable across connections
@@ -71,7 +74,7 @@ def test_changes_since_sees_other_writers_in_commit_order(pg_url):
 
     def write(store, w):
         for i in range(30):
-            store.put(f"user{i % 5}", [float(w), float(i)], [0.5, 0.5], 1)
+            store.put(f"user{i % 5}", [float(w), float(i)], [0.5, 0.5], [{"prompt": "", "chosen": "a", "rejected": "b"}])
 
     poller = threading.Thread(target=poll)
     poller.start()
@@ -86,6 +89,6 @@ def test_changes_since_sees_other_writers_in_commit_order(pg_url):
     for r in rows:
         seen[r.user_id] = r.version
     final = {u.user_id: u.version for u in reader.all()}
-    assert final == seen and sum(final.values()) == 90  # every write counted once, the poller missed none
+    assert final == seen and sum(final.values()) == 90 and len(reader.pairs("user0")) == 18  # every write counted once, the poller missed none
     for s in (reader, *writers):
         s.close()

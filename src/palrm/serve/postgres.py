@@ -1,7 +1,8 @@
 """PostgreSQL user store of the reward service: many `palrm serve` replicas, one store.
 
 Same semantics as the SQLite `UserStore` (one row per user, replaced in one transaction, `version`
-counting the user's adapts, `n_pairs` summed, a fingerprint guard), plus what many replicas need:
+counting the user's adapts, the user's pairs appended in the same transaction so a later adapt
+re-fits on all of them, a fingerprint guard), plus what many replicas need:
 
 * **Durable acknowledged adapts.** `put` returns only after `COMMIT` with `synchronous_commit=on`,
   so an adapt acknowledged by any replica survives a SIGKILL of that replica (and of the server).
@@ -94,6 +95,9 @@ class PostgresUserStore:
                     "weights TEXT NOT NULL, n_pairs INTEGER NOT NULL, version INTEGER NOT NULL, "
                     "updated_at DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL)")
                 self._db.execute("CREATE INDEX IF NOT EXISTS palrm_users_seq_idx ON palrm_users (seq)")
+                self._db.execute("CREATE TABLE IF NOT EXISTS palrm_user_pairs (id BIGSERIAL PRIMARY KEY, "
+                                 "user_id TEXT NOT NULL, pair TEXT NOT NULL)")
+                self._db.execute("CREATE INDEX IF NOT EXISTS palrm_user_pairs_user_idx ON palrm_user_pairs (user_id, id)")
                 self._check_meta(fingerprint, k)
         except psycopg.Error as exc:
             raise ModelFileError(f"user store {self.path} cannot be reached or opened "
@@ -113,19 +117,23 @@ class PostgresUserStore:
         if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
             raise ModelFileError(f"user store {self.path} was written by a newer palrm; upgrade palrm")
 
-    def put(self, user_id: str, logits: list[float], weights: list[float], n_pairs: int) -> int:
-        """Write the user's row (replacing it) and commit; returns the user's new version."""
+    def put(self, user_id: str, logits: list[float], weights: list[float], new_pairs: list[dict]) -> int:
+        """Write the user's row (replacing it), append `new_pairs` to their pairs, and commit; returns the
+        user's new version. `n_pairs` counts every pair the user was adapted on."""
         with self._lock, self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # seq order = commit order
             row = self._db.execute("SELECT version, n_pairs FROM palrm_users WHERE user_id = %s", (user_id,)).fetchone()
             version = (row[0] if row else 0) + 1
-            total = (row[1] if row else 0) + int(n_pairs)
+            total = (row[1] if row else 0) + len(new_pairs)
             self._db.execute(
                 f"INSERT INTO palrm_users ({_COLUMNS}, seq) VALUES (%s, %s, %s, %s, %s, %s, nextval('palrm_users_seq')) "
                 "ON CONFLICT (user_id) DO UPDATE SET logits = EXCLUDED.logits, weights = EXCLUDED.weights, "
                 "n_pairs = EXCLUDED.n_pairs, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq",
                 (user_id, json.dumps([float(x) for x in logits]), json.dumps([float(x) for x in weights]),
                  total, version, time.time()))
+            if new_pairs:
+                self._db.cursor().executemany("INSERT INTO palrm_user_pairs (user_id, pair) VALUES (%s, %s)",
+                                              [(user_id, json.dumps(p, sort_keys=True)) for p in new_pairs])
         return version
 
     @staticmethod
@@ -136,6 +144,12 @@ class PostgresUserStore:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM palrm_users WHERE user_id = %s", (user_id,)).fetchone()
         return self._row(row) if row else None
+
+    def pairs(self, user_id: str) -> list[dict]:
+        """The pairs `user_id` was adapted on (through any replica), in the order they were committed."""
+        with self._lock:
+            rows = self._db.execute("SELECT pair FROM palrm_user_pairs WHERE user_id = %s ORDER BY id", (user_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     def all(self) -> list[StoredUser]:
         return self.changes_since(0)[0]
