@@ -8,6 +8,7 @@ backend: the accuracy change is what serving with `--encoder-backend onnx` costs
 
     python benchmarks/onnx_encoder.py            # full Persona (901 texts), ~2 minutes on 2 cores
     python benchmarks/onnx_encoder.py --quick    # 30 seen users
+    python benchmarks/onnx_encoder.py --threads 1   # one thread each (fairer on a shared machine)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="30 seen users instead of 100")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, help="threads for torch and ONNX Runtime alike (default: torch's default)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "onnx_encoder.json")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
     from palrm.encoders import SentenceTransformerEncoder
     from palrm.encoders.onnx import OnnxEncoder
 
+    if args.threads:
+        torch.set_num_threads(args.threads)  # OnnxEncoder takes torch's thread count by default
     ds = build_persona(k=3, seed=0, **({"n_seen_users": 30, "n_unseen_users": 10} if args.quick else {}))
     seen = ds.pairs.for_users(ds.seen_users).compact_users()
     splits = split_pairs(seen, val_frac=0.1, test_frac=0.2, seed=0)
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
         "seen_test_accuracy": accuracy,
         "accuracy_change_points": {n: round(100 * (accuracy[n] - accuracy["torch"]), 2) for n in backends},
         "max_abs_diff_vs_torch": diff, "load_average": os.getloadavg(),
-        "command": "python benchmarks/onnx_encoder.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python benchmarks/onnx_encoder.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
