@@ -23,8 +23,9 @@ def pg_bindir() -> Path | None:
     initdb = shutil.which("initdb")
     if initdb and shutil.which("pg_ctl"):
         return Path(os.path.realpath(initdb)).parent
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    return Path(found[-1]).parent if found else None
+    found = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+    found.sort(key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0)  # /usr/lib/postgresql/<N>/bin
+    return found[-1] if found else None
 
 
 def _run_as() -> list[str]:
