@@ -28,10 +28,15 @@ def pg_bindir() -> Path | None:
     return found[-1] if found else None
 
 
+def _runuser() -> str | None:
+    found = shutil.which("runuser")
+    return found or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.access(p, os.X_OK)), None)
+
+
 def _run_as() -> list[str]:
     if os.geteuid() != 0:
         return []
-    return ["runuser", "-u", "postgres", "--"]
+    return [_runuser(), "-u", "postgres", "--"]
 
 
 def why_unavailable() -> str | None:
@@ -42,7 +47,7 @@ def why_unavailable() -> str | None:
     if pg_bindir() is None:
         return "no PostgreSQL server binaries (initdb, pg_ctl); install them with: apt-get install -y postgresql"
     if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
+        if _runuser() is None:
             return "running as root without runuser: cannot start PostgreSQL as another user"
         try:
             pwd.getpwnam("postgres")
