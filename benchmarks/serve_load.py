@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def main(argv=None) -> int:
     ap.add_argument("--server-args", default="", help="more `palrm serve` flags, space-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "serve_load.json")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (servers, the private cluster)
     if args.quick:
         args.requests, args.adapts = min(args.requests, 1000), min(args.adapts, 20)
     work = Path(tempfile.mkdtemp(prefix="palrm-serve-load-"))
