@@ -45,6 +45,7 @@ from palrm.core import (
     score_texts,
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
+from palrm.normalization import NO_STATS_HINT, RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def export_scalar(
     source: str | os.PathLike | None = None,
     eval_pairs=None,
     aggregate: str | None = None,
+    normalize: bool = False,
 ) -> Path:
     """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k'; or a
     population `aggregate` such as "maxmin", see `palrm.aggregate`) to `out_dir`.
@@ -159,7 +161,9 @@ def export_scalar(
 
     `eval_pairs` (PairData / DataFrame / path), when given, is scored with the exported reward and its
     accuracy goes into config.json and the model card (only that user's pairs when `user_id` is given).
-    Writing is atomic: a failed export leaves an earlier directory intact.
+    Writing is atomic: a failed export leaves an earlier directory intact. The model's reward statistics
+    travel with every export (`reward_normalization`); with `normalize` the exported model returns
+    (r - mean) / std by default (`"normalize": true` in config.json).
     """
     state = model if isinstance(model, FittedModel) else getattr(model, "fitted_", None)
     if state is None:
@@ -167,6 +171,8 @@ def export_scalar(
     if state.precomputed:
         raise PalrmError("this model was trained on precomputed embeddings, not texts; a scalar text reward "
                          "model cannot be exported from it")
+    if normalize and state.reward_stats is None:
+        raise ConfigError(f"--normalize: {NO_STATS_HINT}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
     if aggregate is not None:
         mixture, agg_meta = _aggregate(state, aggregate, user_id, weights, tensors)
@@ -191,6 +197,8 @@ def export_scalar(
         "config": cfg.to_dict(),
         "metrics": _metrics_near(source_dir),
         "eval": None,
+        "reward_normalization": None if state.reward_stats is None else state.reward_stats.to_dict(),
+        "normalize": bool(normalize),
         "aggregate": agg_meta,
     }
     out_dir = Path(out_dir)
@@ -318,6 +326,8 @@ class ScalarRewardModel:
         self.config = config if config is not None else PALConfig.from_dict(meta["config"])
         self.config.encoder.use_cache = bool(use_cache)  # off: nothing read from or written to the disk cache
         self._embedder = Embedder(self.config.encoder, encoder, device=device)
+        self.reward_stats = RewardNormalizer.from_dict(meta.get("reward_normalization"))
+        self.normalize = bool(meta.get("normalize", False))  # exported with --normalize
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | None = None, use_cache: bool = False,
@@ -388,8 +398,10 @@ class ScalarRewardModel:
         vecs = self._embedder.embed(list(texts), store=self.use_cache)
         return torch.from_numpy(vecs).to(self.device)
 
-    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str]) -> torch.Tensor:
-        """Rewards (n,) float32 of `responses` (each for its prompt)."""
+    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str], *,
+                 normalize: bool | None = None) -> torch.Tensor:
+        """Rewards (n,) float32 of `responses` (each for its prompt); `normalize` (default: as exported)
+        returns (r - mean) / std with the source model's reference statistics of users' rewards."""
         if isinstance(responses, str):
             responses = [responses]
         responses = list(responses)
@@ -405,8 +417,12 @@ class ScalarRewardModel:
             raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
         if n == 0:
             return torch.zeros(0)
-        return score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
-                           input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
+        normalize = self.normalize if normalize is None else normalize
+        if normalize and self.reward_stats is None:
+            raise ConfigError(f"normalize: {NO_STATS_HINT} (then export again)")
+        r = score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
+                        input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
+        return torch.from_numpy(self.reward_stats.apply(r.numpy())) if normalize else r
 
     def _weights(self, n: int) -> torch.Tensor:
         """(n, K) the exported mixture per item (unused by an aggregate export)."""

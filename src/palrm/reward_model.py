@@ -23,6 +23,7 @@ from palrm.core.state import PairsLike, as_pairs
 from palrm.data.io import check_embedding_dim
 from palrm.errors import ConfigError, PalrmError
 from palrm.evaluation.metrics import pair_metrics
+from palrm.normalization import NO_STATS_HINT, RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -216,19 +217,20 @@ class PALRewardModel:
 
     # ------------------------------------------------------------------ rewards
     def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None,
-               aggregate: str | None = None) -> list[float]:
+               aggregate: str | None = None, normalize: bool = False) -> list[float]:
         """Scalar rewards r_u(prompt, response) for each response.
 
         `user_id` must be known (else UnknownUserError), unless `weights` is given: a list of K mixture
         weights, "population" (the mean user) or "group:k" (prototype k); or `aggregate` (user_id None):
         one reward for the whole population, e.g. "maxmin", "mean", "alpha:1", "quantile:0.1" (the
-        forms and their formulas: `palrm.aggregate`).
+        forms and their formulas: `palrm.aggregate`). `normalize`: (r - mean) / std with the model's
+        reference statistics of users' rewards (`reward_stats_`); raw by default.
         """
         if isinstance(responses, str):
             responses = [responses]
         n = len(responses)
         out = self.reward_batch([prompt] * n, list(responses), user_ids=[user_id] * n,
-                                weights=None if weights is None else [weights] * n, aggregate=aggregate)
+                                weights=None if weights is None else [weights] * n, aggregate=aggregate, normalize=normalize)
         return [float(s) for s in out]
 
     def reward_batch(
@@ -239,6 +241,7 @@ class PALRewardModel:
         user_ids: Sequence[str | None] | None = None,
         weights: Sequence[Any] | None = None,
         aggregate: str | Sequence[str | None] | None = None,
+        normalize: bool = False,
     ) -> np.ndarray:
         """Rewards of many (user, prompt, response) items in one forward pass: (n,) float array.
 
@@ -246,6 +249,7 @@ class PALRewardModel:
         `aggregate[i]`; see `palrm.aggregate`) when given, else for `weights[i]` when given (K numbers,
         "population" or "group:k"), else for the known user `user_ids[i]` (UnknownUserError names the
         first unknown one). Every distinct text is embedded once; the embedding cache is read, never written.
+        `normalize`: (r - mean) / std with the model's reference statistics (`reward_stats_`; raw by default).
         """
         state = self._fitted()
         n = len(responses)
@@ -257,9 +261,24 @@ class PALRewardModel:
                              "reward_embeddings(user_id, prompt_vector, response_vectors) instead")
         if n == 0:
             return np.zeros(0, dtype=np.float32)
+        if normalize and state.reward_stats is None:
+            raise ConfigError(f"normalize=True: {NO_STATS_HINT}")
         w = _weights_of(state, n, user_ids, weights, aggs)  # (n, K)
-        return core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
-                                aggregates=aggs, reference_stats=state.reference_stats).numpy()
+        out = core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
+                               aggregates=aggs, reference_stats=state.reference_stats).numpy()
+        return state.reward_stats.apply(out) if normalize else out
+
+    @property
+    def reward_stats_(self) -> RewardNormalizer | None:
+        """Mean / std of users' rewards on the reference set (the training responses, unless re-measured), or None."""
+        return self._fitted().reward_stats
+
+    def measure_reward_stats(self, pairs: PairsLike, *, reference: str = "reference pairs") -> "PALRewardModel":
+        """Measure the normalisation statistics on `pairs` (their chosen and rejected responses, scored for
+        their known users) instead of the training responses; `save` keeps them. Returns self."""
+        state = self._fitted()
+        state.reward_stats = core.measure_reward_stats(state, as_pairs(pairs, "reference pairs"), reference)
+        return self
 
     def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None,
                           aggregate: str | None = None) -> list[float]:

@@ -89,3 +89,14 @@ def test_rejects_other_encoders_and_options():
         OnnxEncoder(HashingEncoder())
     with pytest.raises(ConfigError, match="int8"):
         OnnxEncoder(SentenceTransformerEncoder(), quantize="int4")
+
+
+def test_specs_build_onnx_encoders_and_round_trip():
+    from palrm.encoders import make_encoder
+
+    for spec in ("onnx:minilm", "onnx-int8:minilm", "onnx:minilm:normalize"):
+        enc = make_encoder(spec)
+        assert isinstance(enc, OnnxEncoder) and enc.spec == spec and make_encoder(enc.spec).identity == enc.identity
+    assert make_encoder("onnx-int8:minilm").quantize == "int8" and make_encoder("onnx:minilm:normalize").normalize
+    with pytest.raises(ConfigError, match="sentence-transformers"):
+        make_encoder("onnx:hashing")

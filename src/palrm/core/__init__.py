@@ -16,7 +16,17 @@ bench and the integrations call this package, never a facade private. Nothing he
 from palrm.core.adapt import adapt, adapt_logits, few_shot_curve
 from palrm.core.fit import data_fingerprint, fit, fit_memmap, needs_streaming_fit
 from palrm.core.persist import check_encoder, check_format_version, encoder_spec, load, resolve_device, save
-from palrm.core.score import measure_reference, pair_table, predict_logits, score_items, score_texts, score_vectors, text_embedder
+from palrm.core.score import (
+    measure_reference,
+    measure_reward_stats,
+    pair_rewards,
+    pair_table,
+    predict_logits,
+    score_items,
+    score_texts,
+    score_vectors,
+    text_embedder,
+)
 from palrm.core.state import FittedModel, as_pairs
 from palrm.core.table import Embedder, build_encoder, embedding_table, no_prompt_row, pair_index, text_rows
 
@@ -25,4 +35,5 @@ __all__ = [
     "check_format_version", "data_fingerprint", "embedding_table", "encoder_spec", "few_shot_curve", "fit",
     "fit_memmap", "load", "measure_reference", "needs_streaming_fit", "no_prompt_row", "pair_index", "pair_table", "predict_logits",
     "resolve_device", "save", "score_items", "score_texts", "score_vectors", "text_embedder", "text_rows",
+    "measure_reward_stats", "pair_rewards",
 ]

@@ -94,7 +94,7 @@ class OnnxEncoder:
 
     @classmethod
     def from_spec(cls, inner_spec: str | None, quantize: str | None = None, **kwargs: Any) -> OnnxEncoder:
-        from palrm.encoders.base import make_encoder
+        from palrm.encoders import make_encoder
 
         return cls(make_encoder(inner_spec or "minilm"), quantize=quantize, **kwargs)
 

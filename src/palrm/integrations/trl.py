@@ -93,6 +93,7 @@ def reward_function(
     default_weights: Any = None,
     aggregate: str | None = None,
     name: str | None = None,
+    normalize: bool = False,
 ) -> Callable[..., list[float]]:
     """A TRL reward function `f(prompts, completions, **columns) -> list[float]` backed by palrm.
 
@@ -104,6 +105,8 @@ def reward_function(
         aggregate: one reward for the whole population for every example, e.g. "maxmin", "alpha:1",
             "quantile:0.1@users" (`palrm.aggregate`); the user column is then ignored.
         name: the function's `__name__` (TRL logs rewards under it); default "palrm_reward".
+        normalize: return (r - mean) / std with the model's reference statistics of users' rewards
+            (default: raw; a `ScalarRewardModel` exported with --normalize is normalised either way).
 
     Without a default, an example without a user id raises ConfigError; an unknown user id raises
     UnknownUserError (onboard the user with `model.adapt` first).
@@ -131,9 +134,9 @@ def reward_function(
         p_texts = [prompt_text(p) for p in prompts]
         c_texts = [completion_text(c) for c in completions]
         if scalar:
-            return [float(x) for x in rm(p_texts, c_texts)]
+            return [float(x) for x in rm(p_texts, c_texts, normalize=True if normalize else None)]
         if aggregate is not None:
-            return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate)]
+            return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate, normalize=normalize)]
         users = kwargs.get(user_column)
         if users is None:
             users = [None] * n
@@ -152,7 +155,7 @@ def reward_function(
                 user_ids.append(str(u))
                 weights.append(None)
         w = weights if any(x is not None for x in weights) else None
-        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w)]
+        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w, normalize=normalize)]
 
     palrm_reward.__name__ = palrm_reward.__qualname__ = name or "palrm_reward"
     return palrm_reward
