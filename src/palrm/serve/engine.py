@@ -99,6 +99,7 @@ class Item:
     weights: list[float] | str | None
     prompt: str
     response: str
+    aggregate: str | None = None
 
 
 ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -107,7 +108,6 @@ ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
 def job_tokens(items: list[Item]) -> int:
     """Estimated tokens a request adds to a batch: its distinct texts."""
     return sum(estimate_tokens(t) for t in {*(it.prompt for it in items if it.prompt), *(it.response for it in items)})
-    aggregate: str | None = None
 
 
 class RewardEngine:
