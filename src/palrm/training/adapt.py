@@ -92,7 +92,7 @@ def fit_prior(kind: str, logits: torch.Tensor) -> LogitPrior | MixturePrior | No
     return None
 
 
-def _affine_logit_terms(net: RewardNet, feats: PairFeatures) -> tuple[torch.Tensor, torch.Tensor] | None:
+def affine_logit_terms(net: RewardNet, feats: PairFeatures) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(c0 (n,), C (n, K)) with logit = c0 + (w * C).sum(-1), for nets with the euclidean link; else None."""
     if not net.has_users or getattr(net, "cosine", True) is not None or type(net).link is RewardNet.link:
         return None
@@ -105,7 +105,7 @@ def _affine_logit_terms(net: RewardNet, feats: PairFeatures) -> tuple[torch.Tens
     return c0, coef
 
 
-def _pair_features(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs) -> PairFeatures:
+def distinct_pair_features(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs) -> PairFeatures:
     """`net.pair_features` of the pairs, with f and the anchors run once per distinct table row.
 
     Pairs share texts (many users compare the same responses), so running the networks on the
@@ -140,8 +140,8 @@ def adapt_user_logits(
     was_training = net.training
     net.eval()
     with torch.no_grad():
-        feats = _pair_features(net, table, pairs)
-        affine = _affine_logit_terms(net, feats)
+        feats = distinct_pair_features(net, table, pairs)
+        affine = affine_logit_terms(net, feats)
     net.train(was_training)
     counts = torch.bincount(pairs.user, minlength=n_users).clamp(min=1).to(table.dtype)  # (U,)
     theta = init.detach().clone().to(table.dtype).requires_grad_(True)  # (U, K)
@@ -258,7 +258,7 @@ def offset_terms(net: RewardNet, table: torch.Tensor, pairs: IndexedPairs, logit
     `pairs.user`) and the offset features, so that z = b + <delta_u, x> (models/offset.py)."""
     was_training = net.training
     net.eval()
-    feats = _pair_features(net, table, pairs)
+    feats = distinct_pair_features(net, table, pairs)
     w = net.weights_from_logits(logits.to(table.dtype))[pairs.user]  # (n, K): offset 0
     base = net.logits_from_features(feats, w)  # (n,)
     if net.offset_kind == "latent":
