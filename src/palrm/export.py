@@ -48,6 +48,7 @@ from palrm.core import (
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
 from palrm.training.posterior import UserPosterior, parse_risk, reward_samples
+from palrm.normalization import NO_STATS_HINT, RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def export_scalar(
     source: str | os.PathLike | None = None,
     eval_pairs=None,
     aggregate: str | None = None,
+    normalize: bool = False,
 ) -> Path:
     """Write `model`'s reward for `user_id` (or `weights`: K numbers, 'population', 'group:k'; or a
     population `aggregate` such as "maxmin", see `palrm.aggregate`) to `out_dir`.
@@ -166,7 +168,9 @@ def export_scalar(
 
     `eval_pairs` (PairData / DataFrame / path), when given, is scored with the exported reward and its
     accuracy goes into config.json and the model card (only that user's pairs when `user_id` is given).
-    Writing is atomic: a failed export leaves an earlier directory intact.
+    Writing is atomic: a failed export leaves an earlier directory intact. The model's reward statistics
+    travel with every export (`reward_normalization`); with `normalize` the exported model returns
+    (r - mean) / std by default (`"normalize": true` in config.json).
     """
     state = model if isinstance(model, FittedModel) else getattr(model, "fitted_", None)
     if state is None:
@@ -174,6 +178,8 @@ def export_scalar(
     if state.precomputed:
         raise PalrmError("this model was trained on precomputed embeddings, not texts; a scalar text reward "
                          "model cannot be exported from it")
+    if normalize and state.reward_stats is None:
+        raise ConfigError(f"--normalize: {NO_STATS_HINT}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
     if aggregate is not None:
         mixture, agg_meta = _aggregate(state, aggregate, user_id, weights, tensors)
@@ -198,6 +204,8 @@ def export_scalar(
         "config": cfg.to_dict(),
         "metrics": _metrics_near(source_dir),
         "eval": None,
+        "reward_normalization": None if state.reward_stats is None else state.reward_stats.to_dict(),
+        "normalize": bool(normalize),
         "aggregate": agg_meta,
     }
     out_dir = Path(out_dir)
@@ -325,6 +333,8 @@ class ScalarRewardModel:
         self.config = config if config is not None else PALConfig.from_dict(meta["config"])
         self.config.encoder.use_cache = bool(use_cache)  # off: nothing read from or written to the disk cache
         self._embedder = Embedder(self.config.encoder, encoder, device=device)
+        self.reward_stats = RewardNormalizer.from_dict(meta.get("reward_normalization"))
+        self.normalize = bool(meta.get("normalize", False))  # exported with --normalize
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | None = None, use_cache: bool = False,
@@ -395,13 +405,15 @@ class ScalarRewardModel:
         vecs = self._embedder.embed(list(texts), store=self.use_cache)
         return torch.from_numpy(vecs).to(self.device)
 
-    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str], *, uncertainty: bool = False,
-                 risk: str | None = None):
-        """Rewards (n,) float32 of `responses` (each for its prompt).
+    def __call__(self, prompts: str | Sequence[str | None] | None, responses: Sequence[str], *,
+                 normalize: bool | None = None, uncertainty: bool = False, risk: str | None = None):
+        """Rewards (n,) float32 of `responses` (each for its prompt); `normalize` (default: as exported)
+        returns (r - mean) / std with the source model's reference statistics of users' rewards.
 
         A user's export carries the user's weight posterior (`mixture.posterior` in config.json):
         `uncertainty=True` returns (mean, std) tensors under it, `risk="quantile:0.1"` the 10% quantile
-        (see `PALRewardModel.reward`). Exports without a posterior are certain (std 0).
+        (see `PALRewardModel.reward`). Exports without a posterior are certain (std 0). Normalised
+        rewards scale the std by 1 / std of the reference statistics.
         """
         if isinstance(responses, str):
             responses = [responses]
@@ -418,18 +430,25 @@ class ScalarRewardModel:
             raise DataFormatError(f"ScalarRewardModel: response {bad[0]} is a {type(responses[bad[0]]).__name__}, not a string")
         if n == 0:
             return (torch.zeros(0), torch.zeros(0)) if uncertainty else torch.zeros(0)
+        normalize = self.normalize if normalize is None else normalize
+        if normalize and self.reward_stats is None:
+            raise ConfigError(f"normalize: {NO_STATS_HINT} (then export again)")
         post = self.meta["mixture"].get("posterior")
         q = parse_risk(risk)
         if (not uncertainty and risk is None) or post is None:  # no posterior (or an aggregate): certain rewards
-            plain = score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
+            value = score_texts(self.net, self._weights(n), prompts, responses, lambda texts: self.embed(texts).cpu().numpy(),
                                 input_dim=int(self.meta["input_dim"]), **self._aggregate_args(n))
-            return (plain, torch.zeros(n)) if uncertainty else plain
-        texts, p_rows, x_rows = text_rows(prompts, responses)
-        table = embedding_table(self.embed(texts).cpu().numpy(), self.device)
-        p_vec, x_vec = table[torch.from_numpy(p_rows).to(table.device)], table[torch.from_numpy(x_rows).to(table.device)]
-        samples = reward_samples(UserPosterior.from_dict(post), self.net, p_vec, x_vec)  # (S, n)
-        value = torch.from_numpy(np.asarray(samples.mean(0) if q is None else np.quantile(samples, q, axis=0), dtype=np.float32))
-        std = torch.from_numpy(samples.std(0).astype(np.float32))
+            std = torch.zeros(n)
+        else:
+            texts, p_rows, x_rows = text_rows(prompts, responses)
+            table = embedding_table(self.embed(texts).cpu().numpy(), self.device)
+            p_vec, x_vec = table[torch.from_numpy(p_rows).to(table.device)], table[torch.from_numpy(x_rows).to(table.device)]
+            samples = reward_samples(UserPosterior.from_dict(post), self.net, p_vec, x_vec)  # (S, n)
+            value = torch.from_numpy(np.asarray(samples.mean(0) if q is None else np.quantile(samples, q, axis=0), dtype=np.float32))
+            std = torch.from_numpy(samples.std(0).astype(np.float32))
+        if normalize:
+            value = torch.from_numpy(np.asarray(self.reward_stats.apply(value.numpy()), dtype=np.float32))
+            std = std / float(self.reward_stats.std)
         return (value, std) if uncertainty else value
 
     def _weights(self, n: int) -> torch.Tensor:

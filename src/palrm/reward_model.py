@@ -23,6 +23,7 @@ from palrm.core.state import PairsLike, as_pairs
 from palrm.data.io import check_embedding_dim
 from palrm.errors import ConfigError, PalrmError
 from palrm.evaluation.metrics import pair_metrics
+from palrm.normalization import NO_STATS_HINT, RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class PALRewardModel:
 
     # ------------------------------------------------------------------ rewards
     def reward(self, user_id: str | None, prompt: str, responses: Sequence[str], *, weights: Any = None,
-               aggregate: str | None = None, uncertainty: bool = False, risk: str | None = None):
+               aggregate: str | None = None, normalize: bool = False, uncertainty: bool = False, risk: str | None = None):
         """Scalar rewards r_u(prompt, response) for each response.
 
         `user_id` must be known (else UnknownUserError), unless `weights` is given: a list of K mixture
@@ -250,13 +251,14 @@ class PALRewardModel:
 
         Under the user's weight posterior (`user_posterior`): `uncertainty=True` returns (mean, std),
         two lists; `risk="quantile:0.1"` the 10% quantile of the reward (risk-averse, for RLHF),
-        `risk="mean"` the posterior mean. Explicit `weights` are certain (std 0).
+        `risk="mean"` the posterior mean. Explicit `weights` are certain (std 0). `normalize`: (r - mean) / std with the model's
+        reference statistics of users' rewards (`reward_stats_`; raw by default; the std scales by 1 / std).
         """
         if isinstance(responses, str):
             responses = [responses]
         n = len(responses)
         out = self.reward_batch([prompt] * n, list(responses), user_ids=[user_id] * n,
-                                weights=None if weights is None else [weights] * n, aggregate=aggregate,
+                                weights=None if weights is None else [weights] * n, aggregate=aggregate, normalize=normalize,
                                 uncertainty=uncertainty, risk=risk)
         if uncertainty:
             return [float(s) for s in out[0]], [float(s) for s in out[1]]
@@ -270,6 +272,7 @@ class PALRewardModel:
         user_ids: Sequence[str | None] | None = None,
         weights: Sequence[Any] | None = None,
         aggregate: str | Sequence[str | None] | None = None,
+        normalize: bool = False,
         uncertainty: bool = False,
         risk: str | None = None,
     ):
@@ -281,6 +284,7 @@ class PALRewardModel:
         first unknown one). Every distinct text is embedded once; the embedding cache is read, never written.
         `uncertainty=True` returns (mean, std) arrays under each user's posterior, `risk="quantile:q"`
         the q-quantile (see `reward`); neither combines with `aggregate`.
+        `normalize`: (r - mean) / std with the model's reference statistics (`reward_stats_`; raw by default).
         """
         state = self._fitted()
         n = len(responses)
@@ -293,16 +297,33 @@ class PALRewardModel:
         if n == 0:
             empty = np.zeros(0, dtype=np.float32)
             return (empty, empty) if uncertainty else empty
+        if normalize and state.reward_stats is None:
+            raise ConfigError(f"normalize=True: {NO_STATS_HINT}")
         if uncertainty or risk is not None:
             if aggs is not None:
                 raise ConfigError("reward_batch: give aggregate (one reward for the population) or uncertainty / risk "
                                   "(per user), not both")
             value, std = core.score_uncertain(state, prompts, responses, user_ids, weights,
                                               core.text_embedder(state, store=False), risk)
+            if normalize:
+                value, std = state.reward_stats.apply(value), (np.asarray(std) / state.reward_stats.std).astype(np.float32)
             return (value, std) if uncertainty else value
         w = _weights_of(state, n, user_ids, weights, aggs)  # (n, K)
-        return core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
-                                aggregates=aggs, reference_stats=state.reference_stats).numpy()
+        out = core.score_texts(state.net, w, prompts, responses, core.text_embedder(state, store=False),
+                               aggregates=aggs, reference_stats=state.reference_stats).numpy()
+        return state.reward_stats.apply(out) if normalize else out
+
+    @property
+    def reward_stats_(self) -> RewardNormalizer | None:
+        """Mean / std of users' rewards on the reference set (the training responses, unless re-measured), or None."""
+        return self._fitted().reward_stats
+
+    def measure_reward_stats(self, pairs: PairsLike, *, reference: str = "reference pairs") -> "PALRewardModel":
+        """Measure the normalisation statistics on `pairs` (their chosen and rejected responses, scored for
+        their known users) instead of the training responses; `save` keeps them. Returns self."""
+        state = self._fitted()
+        state.reward_stats = core.measure_reward_stats(state, as_pairs(pairs, "reference pairs"), reference)
+        return self
 
     def reward_embeddings(self, user_id: str | None, prompt: np.ndarray | None, responses: np.ndarray, *, weights: Any = None,
                           aggregate: str | None = None, uncertainty: bool = False, risk: str | None = None):

@@ -16,6 +16,9 @@ def add_parser(subparsers) -> None:
                    help="output directory: new, empty, or an earlier export (replaced atomically); anything else is refused")
     p.add_argument("--data", metavar="PAIRS", help="optional pair file to measure the exported reward's accuracy on "
                    "(only the exported user's pairs with --user)")
+    p.add_argument("--normalize", action="store_true",
+                   help="the exported model returns (r - mean) / std with the model's reference statistics (they "
+                        "travel with every export; default: raw rewards)")
     add_device_flag(p, "torch device to load the model on (default: as saved)")
     p.set_defaults(func=cmd_export)
 
@@ -26,9 +29,10 @@ def cmd_export(args) -> int:
 
     model = PALRewardModel.load(args.model_dir, device=args.device)
     out = export_scalar(model, args.output, user_id=args.user, weights=mixture_from_args(args), source=args.model_dir,
-                        eval_pairs=args.data, aggregate=args.aggregate)
+                        eval_pairs=args.data, aggregate=args.aggregate, normalize=args.normalize)
     meta = json.loads((out / CONFIG_FILE).read_text())
-    print(f"exported the reward of {meta['mixture']['description']} to {out} (config.json, model.safetensors, README.md)")
+    print(f"exported the {'normalised ' if args.normalize else ''}reward of {meta['mixture']['description']} to {out} "
+          "(config.json, model.safetensors, README.md)")
     if meta.get("eval"):
         print(f"accuracy on {meta['eval']['users']} of {args.data}: {meta['eval']['accuracy']:.4f} ({meta['eval']['n_pairs']} pairs)")
     return 0

@@ -15,6 +15,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--prompt", default="", help="the prompt (default: none)")
     p.add_argument("--response", action="append", metavar="TEXT", help="a response to score (repeatable)")
     p.add_argument("--input", metavar="FILE", help="JSONL/CSV/Parquet with response[, prompt, user_id] columns")
+    p.add_argument("--normalize", action="store_true", help="return (r - mean) / std with the model's reference statistics (the training responses' rewards); default: raw rewards")
     add_json_flag(p)
     add_device_flag(p)
     p.set_defaults(func=cmd_score)
@@ -67,7 +68,8 @@ def cmd_score(args) -> int:
     results = []
     for (user, prompt), group in rows.groupby(["user_id", "prompt"], sort=False, dropna=False):
         user = None if pd.isna(user) else str(user)
-        rewards = model.reward(user, prompt, [str(r) for r in group["response"]], weights=weights, aggregate=args.aggregate)
+        rewards = model.reward(user, prompt, [str(r) for r in group["response"]], weights=weights, aggregate=args.aggregate,
+                               normalize=args.normalize)
         who = {"aggregate": args.aggregate} if args.aggregate else {"user_id": user}
         results += [{**who, "prompt": prompt, "response": str(x), "reward": r} for x, r in zip(group["response"], rewards)]
     if args.json:

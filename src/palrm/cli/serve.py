@@ -50,6 +50,7 @@ def check_bind(host: str, token: str | None) -> None:
 
 def settings_from_args(args):
     from palrm.serve.engine import ServeSettings
+    from palrm.serve.postgres import is_postgres_url
 
     token = read_token(args.token_file) if args.token_file else None
     check_bind(args.host, token)
@@ -63,12 +64,22 @@ def settings_from_args(args):
                 default_weights = [float(x) for x in text.split(",")]
             except ValueError:
                 raise ConfigError(f"--default-weights {text!r}: expected population, group:K or w1,...,wK") from None
-    for name in ("port", "max_body_bytes", "max_items", "max_pairs", "max_text_chars", "queue_items", "max_batch_items"):
+    for name in ("port", "max_body_bytes", "max_items", "max_pairs", "max_text_chars", "queue_items", "max_batch_items",
+                 "max_batch_tokens", "prompt_cache"):
         value = getattr(args, name)
-        if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
+        if value < (0 if name in ("port", "prompt_cache") else 1) or (name == "port" and value > 65535):
             raise ConfigError(f"--{name.replace('_', '-')} {value}: out of range")
+    if not 0.01 <= args.poll_interval <= 60:
+        raise ConfigError(f"--poll-interval {args.poll_interval}: expected 0.01 to 60 seconds")
+    url = args.store if is_postgres_url(args.store) else None
+    if args.store and "://" in args.store and not url:
+        raise ConfigError(f"--store {args.store.split('://')[0]}://...: the only store URL is postgresql://USER@HOST:PORT/DB; "
+                          "anything else is a SQLite file path")
     return ServeSettings(
-        host=args.host, port=args.port, token=token, store_path=Path(args.store) if args.store else None,
+        host=args.host, port=args.port, token=token, store_path=Path(args.store) if args.store and not url else None,
+        store_url=url, max_batch_tokens=args.max_batch_tokens, prompt_cache_size=args.prompt_cache,
+        cache_completions=args.cache_completions, encoder_backend=args.encoder_backend, normalize=args.normalize,
+        poll_interval=args.poll_interval,
         max_body_bytes=args.max_body_bytes, max_items=args.max_items, max_pairs=args.max_pairs,
         max_text_chars=args.max_text_chars, queue_items=args.queue_items, max_batch_items=args.max_batch_items,
         batching=not args.no_batching, default_user=args.default_user, default_weights=default_weights,
@@ -104,7 +115,9 @@ def cmd_serve(args) -> int:
     app = create_app(engine)
     print(f"palrm serve: {args.model_dir} ({engine.model.net_.kind}, K={engine.k}, {len(engine.model.users_)} users) on "
           f"http://{settings.host}:{settings.port}  auth={'bearer token' if settings.token else 'off (loopback only)'}  "
-          f"store={engine.store.path}  batching={'on' if settings.batching else 'off'}", file=sys.stderr, flush=True)
+          f"store={engine.store.path}  batching={'on' if settings.batching else 'off'}  "
+          f"encoder={settings.encoder_backend}  rewards={'normalised' if settings.normalize else 'raw'}",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log,
                 server_header=False, timeout_graceful_shutdown=5, timeout_keep_alive=30)
     return 0
@@ -119,7 +132,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token-file)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--token-file", metavar="PATH", help="file holding the bearer token clients must send")
-    p.add_argument("--store", metavar="PATH", help="SQLite user store (default: MODEL_DIR.users.sqlite beside the model)")
+    p.add_argument("--store", metavar="PATH|URL",
+                   help="user store: a SQLite file (default: MODEL_DIR.users.sqlite beside the model), or "
+                        "postgresql://USER:PASSWORD@HOST:PORT/DB shared by many replicas (pip install 'palrm[postgres]')")
+    p.add_argument("--poll-interval", type=float, default=0.2, metavar="S",
+                   help="PostgreSQL store: seconds between polls for users adapted by other replicas (default 0.2)")
+    p.add_argument("--normalize", action="store_true",
+                   help="return (r - mean) / std with the model's reference statistics (default: raw rewards; "
+                        "/v1/reward requests can override with \"normalize\")")
     p.add_argument("--default-user", metavar="ID", help="user for /get_reward queries without labels (and items without user_id)")
     p.add_argument("--default-weights", metavar="SPEC", help="instead: population, group:K or w1,...,wK")
     p.add_argument("--default-aggregate", metavar="SPEC", help="instead: one reward for the population for /get_reward "
@@ -131,9 +151,19 @@ def add_parser(subparsers) -> None:
     g.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text (default 20000)")
     g.add_argument("--queue-items", type=int, default=8192, help="items waiting to be scored before 503 (default 8192)")
     g.add_argument("--max-batch-items", type=int, default=1024, help="items per model forward (default 1024)")
+    g.add_argument("--max-batch-tokens", type=int, default=8192,
+                   help="estimated tokens per model forward (default 8192): bounds how long a late request waits")
     g.add_argument("--no-batching", action="store_true", help="score each request on its own (no micro-batching)")
     p.add_argument("--query-pool", action="append", default=[], metavar="ID=FILE",
                    help="candidate pairs for POST /v1/users/{id}/next-query {\"pool_id\": ID} (repeatable)")
+    e = p.add_argument_group("encoding")
+    e.add_argument("--encoder-backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                   help="torch (default), or ONNX Runtime on the CPU, fp32 or int8-quantised (sentence-transformers "
+                        "encoders; exported locally once; pip install 'palrm[onnx]')")
+    e.add_argument("--prompt-cache", type=int, default=4096, metavar="N",
+                   help="prompt embeddings kept in memory, least recently used evicted (default 4096; 0: off)")
+    e.add_argument("--cache-completions", action="store_true",
+                   help="also keep completions in the in-memory cache (off: RLHF completions are unique)")
     p.add_argument("--embedding-cache", action="store_true", help="also cache embeddings on disk (off: completions are unique)")
     add_device_flag(p)
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])

@@ -27,7 +27,17 @@ from palrm.core.posterior import (
     update_posteriors,
     user_posterior,
 )
-from palrm.core.score import measure_reference, pair_table, predict_logits, score_items, score_texts, score_vectors, text_embedder
+from palrm.core.score import (
+    measure_reference,
+    measure_reward_stats,
+    pair_rewards,
+    pair_table,
+    predict_logits,
+    score_items,
+    score_texts,
+    score_vectors,
+    text_embedder,
+)
 from palrm.core.state import FittedModel, as_pairs
 from palrm.core.table import Embedder, build_encoder, embedding_table, no_prompt_row, pair_index, text_rows
 
@@ -38,4 +48,5 @@ __all__ = [
     "resolve_device", "save", "score_items", "score_texts", "score_vectors", "text_embedder", "text_rows",
     "PoolCache", "fit_posteriors", "next_queries", "posterior_prior", "score_uncertain", "spread_vectors",
     "update_posteriors", "user_posterior",
+    "measure_reward_stats", "pair_rewards",
 ]

@@ -27,12 +27,13 @@ import torch
 from palrm import distributed as pdist
 from palrm.config import PALConfig
 from palrm.core.posterior import fit_posteriors
-from palrm.core.score import measure_reference, pair_table
+from palrm.core.score import measure_reference, pair_rewards, pair_table
 from palrm.core.state import FittedModel
 from palrm.core.table import Embedder, encoder_spec, pair_index
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.models import build_net
+from palrm.normalization import RewardNormalizer
 from palrm.training import IndexedPairs, choose_offset_var, fit_user_offsets, train_net
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     if state.net.offset_dim:
         _fit_offsets(state, table, train_idx, val_idx)
     state.reference_stats = measure_reference(state, train, train_table)
+    # the default reference set of reward normalisation: the training responses (table already embedded)
+    state.reward_stats = RewardNormalizer.measure(pair_rewards(state.net, table, train_idx).numpy(), "training responses")
     fit_posteriors(state, train_idx, table)
     return state
 

@@ -36,6 +36,7 @@ from palrm.core.table import CUSTOM_ENCODER, Embedder, build_encoder, encoder_sp
 from palrm.errors import ConfigError, ModelFileError
 from palrm.models import build_net
 from palrm.training.posterior import PopulationPrior, UserPosterior
+from palrm.normalization import RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def save(state: FittedModel, directory: str | os.PathLike) -> Path:
             "encoder_identity": None if encoder is None else getattr(encoder, "identity", None),
             "config": cfg.to_dict(),
             "reference_stats": None if state.reference_stats is None else state.reference_stats.to_dict(),
+            "reward_normalization": None if state.reward_stats is None else state.reward_stats.to_dict(),
         }
         if state.backbone is not None:  # fine-tuned: the backbone travels inside
             state.backbone.save(tmp / BACKBONE_DIR)
@@ -159,7 +161,8 @@ def load(directory: str | os.PathLike, *, device: str | None = None, encoder=Non
     state = FittedModel(net=net.to(config.train.device).eval(), users=[str(u) for u in users], config=config,
                         input_dim=input_dim, precomputed=precomputed,
                         embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone,
-                        reference_stats=_reference_stats(meta, directory))
+                        reference_stats=_reference_stats(meta, directory),
+                        reward_stats=RewardNormalizer.from_dict(meta.get("reward_normalization"), str(directory / CONFIG_FILE)))
     if (directory / POSTERIOR_FILE).is_file():
         try:
             saved = json.loads((directory / POSTERIOR_FILE).read_text())

@@ -24,9 +24,11 @@ from palrm.data.io import check_embedding_dim
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError, ModelFileError
 from palrm.models import RewardNet
+from palrm.normalization import RewardNormalizer
 from palrm.training import predict_logits as _net_logits
 
-__all__ = ["score_texts", "score_vectors", "score_items", "pair_table", "predict_logits", "text_embedder", "measure_reference"]
+__all__ = ["score_texts", "score_vectors", "score_items", "pair_table", "predict_logits", "text_embedder", "measure_reference",
+           "pair_rewards", "measure_reward_stats"]
 
 
 def score_vectors(net: RewardNet, weights: torch.Tensor, prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -111,6 +113,35 @@ def score_texts(net: RewardNet, weights: torch.Tensor, prompts: Sequence[str | N
     table = embedding_table(vectors, dev)  # (T + 1, D), row T: no prompt
     p, x = torch.from_numpy(p_rows).to(dev), torch.from_numpy(x_rows).to(dev)
     return score_items(net, weights.to(table.dtype), table[p], table[x], aggregates, reference_stats, user_weights)
+
+
+def pair_rewards(net: RewardNet, table: torch.Tensor, idx, chunk: int = 65536) -> torch.Tensor:
+    """Rewards (2n,) on the CPU of every pair's chosen then rejected response, for the pair's user.
+
+    `idx` (IndexedPairs) indexes `table`; BTL (no users) scores everybody alike. Partition users are
+    scored with their argmax prototype (eval mode), as `reward` does.
+    """
+    net.eval()
+    out_c, out_r = [], []
+    with torch.no_grad():
+        for i in range(0, len(idx.user), chunk):
+            u = idx.user[i:i + chunk]
+            w = net.user_weights(u) if net.has_users else torch.ones(len(u), net.k, device=table.device)  # (b, K)
+            p = table[idx.prompt[i:i + chunk]]  # (b, D)
+            out_c.append(net.score(w, p, table[idx.chosen[i:i + chunk]]).cpu())
+            out_r.append(net.score(w, p, table[idx.rejected[i:i + chunk]]).cpu())
+    return torch.cat(out_c + out_r) if out_c else torch.zeros(0)
+
+
+def measure_reward_stats(state: FittedModel, data: PairData, reference: str = "reference pairs") -> RewardNormalizer:
+    """Mean / std of the rewards of `data`'s chosen and rejected responses for their (known) users."""
+    known, rows = state.known_rows(data)
+    if not known.any():
+        raise DataFormatError(f"{data.source}: none of these pairs belongs to a user the model knows; the reference "
+                              "set for reward statistics needs known users' pairs")
+    sub = data.select(known)
+    table = pair_table(state, sub)
+    return RewardNormalizer.measure(pair_rewards(state.net, table, pair_index(sub, rows[known], table)).numpy(), reference)
 
 
 def text_embedder(state: FittedModel, *, store: bool) -> Callable[[list[str]], np.ndarray]:

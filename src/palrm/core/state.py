@@ -34,6 +34,7 @@ from palrm.data import load_pairs
 from palrm.data.schema import PairData
 from palrm.errors import ConfigError, DataFormatError, UnknownUserError
 from palrm.models import RewardNet
+from palrm.normalization import RewardNormalizer
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class FittedModel:
     user_index: dict[str, int] = field(default_factory=dict)
     reference_stats: Any = None  # palrm.aggregate.ReferenceStats: the prototypes' common scale for aggregates
     selection: dict | None = None  # the k="auto" report (evaluation/selection.py), when the fit selected
+    reward_stats: RewardNormalizer | None = None  # mean / std of users' rewards on the reference set (normalize=True)
     posteriors: dict = field(default_factory=dict)
     posterior_prior: Any = None
 
@@ -86,7 +88,7 @@ class FittedModel:
         """A copy whose network and user table can change without touching this one (encoder shared)."""
         return FittedModel(copy.deepcopy(self.net), list(self.users), self.config, self.input_dim, self.precomputed,
                            self.embedder, self.backbone, list(self.history), dict(self.user_index),
-                           self.reference_stats, self.selection, dict(self.posteriors), self.posterior_prior)
+                           self.reference_stats, self.selection, self.reward_stats, dict(self.posteriors), self.posterior_prior)
 
     # ------------------------------------------------------------------ users
     def user_row(self, user_id: str | None) -> int:

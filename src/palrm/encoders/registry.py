@@ -26,6 +26,7 @@ ENCODER_SPEC_FORMS = (
     "'hashing', 'hashing:<dim>' or 'hashing:<dim>:<seed>': dependency-free hashing encoder (tests)",
     "'st:<path-or-name>[:normalize]': a sentence-transformers model",
     "'hf:<path-or-name>[:mean|last[:<max_length>]]': a transformers AutoModel with mean or last-token pooling",
+    "'onnx:<spec>' or 'onnx-int8:<spec>': a sentence-transformers spec (minilm, st:<dir>) run by ONNX Runtime, fp32 or int8",
     "'<directory>': a local model (sentence-transformers if it has modules.json, else transformers)",
     "an Encoder instance (returned unchanged)",
 )
@@ -101,6 +102,12 @@ def _precomputed(arg: str | None) -> Encoder:
     )
 
 
+def _onnx(arg: str | None, quantize: str | None = None) -> Encoder:
+    from palrm.encoders.onnx import OnnxEncoder
+
+    return OnnxEncoder.from_spec(arg or "minilm", quantize=quantize)
+
+
 REGISTRY: dict[str, Callable[[str | None], Encoder]] = {
     "minilm": _minilm,
     "default": _minilm,
@@ -109,6 +116,8 @@ REGISTRY: dict[str, Callable[[str | None], Encoder]] = {
     "sentence-transformers": _st,
     "hf": _hf,
     "precomputed": _precomputed,
+    "onnx": _onnx,
+    "onnx-int8": lambda arg: _onnx(arg, "int8"),
 }
 
 

@@ -94,6 +94,7 @@ def reward_function(
     aggregate: str | None = None,
     name: str | None = None,
     risk: str | None = None,
+    normalize: bool = False,
 ) -> Callable[..., list[float]]:
     """A TRL reward function `f(prompts, completions, **columns) -> list[float]` backed by palrm.
 
@@ -107,6 +108,8 @@ def reward_function(
         name: the function's `__name__` (TRL logs rewards under it); default "palrm_reward".
         risk: None (the user's MAP weights), "mean" (the posterior mean reward) or "quantile:Q" (the
             Q-quantile of the reward under the user's weight posterior: risk-averse RLHF).
+        normalize: return (r - mean) / std with the model's reference statistics of users' rewards
+            (default: raw; a `ScalarRewardModel` exported with --normalize is normalised either way).
 
     Without a default, an example without a user id raises ConfigError; an unknown user id raises
     UnknownUserError (onboard the user with `model.adapt` first).
@@ -138,9 +141,9 @@ def reward_function(
         p_texts = [prompt_text(p) for p in prompts]
         c_texts = [completion_text(c) for c in completions]
         if scalar:
-            return [float(x) for x in rm(p_texts, c_texts, risk=risk)]
+            return [float(x) for x in rm(p_texts, c_texts, normalize=True if normalize else None, risk=risk)]
         if aggregate is not None:
-            return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate)]
+            return [float(x) for x in rm.reward_batch(p_texts, c_texts, aggregate=aggregate, normalize=normalize)]
         users = kwargs.get(user_column)
         if users is None:
             users = [None] * n
@@ -159,7 +162,8 @@ def reward_function(
                 user_ids.append(str(u))
                 weights.append(None)
         w = weights if any(x is not None for x in weights) else None
-        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w, risk=risk)]
+        return [float(x) for x in rm.reward_batch(p_texts, c_texts, user_ids=user_ids, weights=w, risk=risk,
+                                                  normalize=normalize)]
 
     palrm_reward.__name__ = palrm_reward.__qualname__ = name or "palrm_reward"
     return palrm_reward

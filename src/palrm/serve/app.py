@@ -91,6 +91,8 @@ class CompareItem(_Who):
 
 class RewardRequest(_Strict):
     items: Annotated[list[RewardItem], Field(min_length=1, max_length=HARD_MAX_LIST)]
+    normalize: bool | None = Field(None, description="(r - mean) / std with the model's reference statistics; "
+                                                     "default: the server's --normalize")
 
 
 class CompareRequest(_Strict):
@@ -329,8 +331,8 @@ def create_app(engine: RewardEngine) -> FastAPI:
             items.append(Item(user, w, it.prompt, it.response, std=it.std, risk=it.risk))
         if any(it.std or it.risk is not None for it in items):
             rewards, stds = await engine.score_with_std(items)
-            return RewardResponse(rewards=rewards, stds=stds)
-        return RewardResponse(rewards=await engine.score(items))
+            return RewardResponse(rewards=engine.normalized(rewards, body.normalize), stds=engine.normalized_std(stds, body.normalize))
+        return RewardResponse(rewards=engine.normalized(await engine.score(items), body.normalize))
 
     @app.post("/v1/compare", response_model=CompareResponse, dependencies=guarded, responses=_ERRORS,
               summary="probability that response_a is preferred over response_b")
@@ -401,14 +403,15 @@ def create_app(engine: RewardEngine) -> FastAPI:
                                          "ID / --default-weights population / --default-aggregate maxmin")
             user, w = engine.resolve(None if label in (None, "") else str(label), None)
             items.append(Item(user, w, prompt, response))
-        r = await engine.score(items)
+        r = engine.normalized(await engine.score(items), None)
         return GetRewardResponse(rewards=r, scores=r)
 
     @app.get("/healthz", summary="liveness and a few facts about the served model")
     async def healthz() -> dict:
         return {"status": "ok", "palrm_version": __version__, "kind": engine.model.net_.kind, "k": engine.k,
                 "users": len(engine.model.users_), "encoder": engine.model.config_.encoder.spec,
-                "batching": s.batching, "queued_items": engine.queued_items, "auth": s.token is not None}
+                "batching": s.batching, "queued_items": engine.queued_items, "auth": s.token is not None,
+                **engine.health()}
 
     app.add_middleware(BodyLimit, max_bytes=s.max_body_bytes)
     return app

@@ -10,10 +10,24 @@ new ones), so adapting twice equals adapting once on the union: a new user from 
 user of the trained model from their trained weights.
 An adapt whose store write fails is rolled back (a new user's row is removed again).
 
-Micro-batching: reward requests put their items on a queue; a single asyncio task takes everything
-queued (up to `max_batch_items`) and scores it in one `PALRewardModel.reward_batch` call, i.e. one
-encoder forward over all distinct texts of many requests. The queue is bounded by
-`queue_items`: beyond it requests are refused (HTTP 503) instead of waiting without limit.
+Micro-batching: reward requests put their items on a queue; a single asyncio task takes queued
+requests in arrival order while the batch stays within `max_batch_items` items and
+`max_batch_tokens` estimated tokens (`palrm.serve.embeddings.estimate_tokens`; a request larger than
+the cap runs alone), and scores them in one call: every distinct text embedded once (prompts through
+an LRU cache, see `palrm.serve.embeddings`), then one `core.score_vectors`. Capping by tokens bounds
+the time of a batch, so a request arriving while a batch runs waits for at most that one batch (when
+the queue ahead of it fits in one batch). The queue is bounded by `queue_items`: beyond it requests
+are refused (HTTP 503) instead of waiting without limit.
+
+Encoder backends: `torch` (the model's own encoder) or `onnx` / `onnx-int8` (`palrm.encoders.onnx`,
+exported from the same sentence-transformers weights; CPU only).
+
+Many replicas, one store: with a PostgreSQL store (`store.shared`), a task polls the store's change
+sequence every `poll_interval` seconds on the model thread and applies users written by other
+replicas, so a user adapted anywhere is served everywhere within one poll.
+
+Normalised rewards (`normalize`, per server or per request): (r - mean) / std with the model's
+reference statistics (`palrm.normalization`); /v1/compare always uses raw rewards.
 """
 
 from __future__ import annotations
@@ -32,6 +46,9 @@ import torch
 from palrm import core
 from palrm.data.pool import read_pool
 from palrm.errors import ConfigError, PalrmError, UnknownUserError
+from palrm.normalization import NO_STATS_HINT
+from palrm.serve.embeddings import BatchEmbedder, estimate_tokens
+from palrm.serve.postgres import PostgresUserStore, is_postgres_url
 from palrm.serve.store import UserStore, default_store_path, model_fingerprint
 from palrm.training.posterior import UserPosterior
 
@@ -48,12 +65,19 @@ class ServeSettings:
     port: int = 8000
     token: str | None = None
     store_path: Path | None = None
+    store_url: str | None = None  # postgresql://... (many replicas); else the SQLite file store_path
     max_body_bytes: int = 1 << 20
     max_items: int = 256
     max_pairs: int = 1000
     max_text_chars: int = 20_000
     queue_items: int = 8192
     max_batch_items: int = 1024
+    max_batch_tokens: int = 8192
+    prompt_cache_size: int = 4096
+    cache_completions: bool = False
+    encoder_backend: str = "torch"  # torch | onnx | onnx-int8
+    normalize: bool = False
+    poll_interval: float = 0.2
     max_pending_adapts: int = 256
     batching: bool = True
     default_user: str | None = None
@@ -83,6 +107,14 @@ class Item:
     risk: str | None = None  # "mean" or "quantile:q" (palrm.training.posterior.parse_risk)
 
 
+ENCODER_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def job_tokens(items: list[Item]) -> int:
+    """Estimated tokens a request adds to a batch: its distinct texts."""
+    return sum(estimate_tokens(t) for t in {*(it.prompt for it in items if it.prompt), *(it.response for it in items)})
+
+
 class RewardEngine:
     def __init__(self, model_dir: str | Path, settings: ServeSettings) -> None:
         from palrm import PALRewardModel
@@ -100,26 +132,62 @@ class RewardEngine:
         self.has_users = self.state.net.has_users
         self.k = self.state.net.k
         self.trained_users = set(self.state.users)
-        store_path = Path(settings.store_path) if settings.store_path else default_store_path(self.model_dir)
-        if store_path.resolve().parent == self.model_dir.resolve():
-            raise ConfigError(f"--store {store_path}: the user store must not live inside the model directory "
-                              "(the server never writes there); put it beside it")
+        if settings.encoder_backend not in ENCODER_BACKENDS:
+            raise ConfigError(f"--encoder-backend {settings.encoder_backend!r}: expected one of {', '.join(ENCODER_BACKENDS)}")
+        if settings.normalize and self.state.reward_stats is None:
+            raise ConfigError(f"--normalize: {NO_STATS_HINT}")
+        self._seq = 0  # last change of a shared store applied here
+        self._applied: dict[str, tuple[int, int]] = {}  # user -> (version, n_pairs) of the row served here
         self.n_params = self.k + self.state.net.offset_dim  # per stored user: K logits [+ r offset]
-        self.store = UserStore(store_path, fingerprint=model_fingerprint(self.model_dir), k=self.n_params)
+        self.store = self._open_store()  # an unreachable store fails here, at start-up
         n = self._apply_store()
         self.pools = {name: read_pool(path) for name, path in settings.query_pools.items()}
-        logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n, store_path)
+        logger.info("loaded %s (%d trained users, %d from the store %s)", self.model_dir, len(self.trained_users), n,
+                    self.store.path)
         if settings.default_aggregate is not None:  # a bad spec fails at start-up, not on the first request
             settings.default_aggregate = self.resolve_aggregate(settings.default_aggregate)
-        self.state.embedder.embed(["palrm warm-up"], store=False)  # load the encoder now, not on the first request
+        self.embedder = BatchEmbedder(self._text_encoder(), self.state.input_dim,
+                                      prompt_cache_size=settings.prompt_cache_size,
+                                      cache_completions=settings.cache_completions)
+        warm = self.embedder.encode(["palrm warm-up"])  # load the encoder now, not on the first request
+        if warm.shape[1] != self.state.input_dim:
+            raise ConfigError(f"the {settings.encoder_backend} encoder gives {warm.shape[1]}-d vectors; this model "
+                              f"expects {self.state.input_dim}")
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-model")
-        self._queue: list[tuple[list[Item], asyncio.Future]] = []
+        self._queue: list[tuple[list[Item], asyncio.Future, int]] = []  # (items, future, estimated tokens)
         self._queued_items = 0
         self._pending_adapts = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._poller: asyncio.Task | None = None
         self.batches = 0
         self.batched_items = 0
+
+    def _open_store(self):
+        s, fingerprint = self.settings, model_fingerprint(self.model_dir)
+        if s.store_url:
+            if not is_postgres_url(s.store_url):
+                raise ConfigError(f"--store {s.store_url!r}: a store URL must start with postgresql:// (or give a file path)")
+            return PostgresUserStore(s.store_url, fingerprint=fingerprint, k=self.n_params, poll_interval=s.poll_interval)
+        store_path = Path(s.store_path) if s.store_path else default_store_path(self.model_dir)
+        if store_path.resolve().parent == self.model_dir.resolve():
+            raise ConfigError(f"--store {store_path}: the user store must not live inside the model directory "
+                              "(the server never writes there); put it beside it")
+        return UserStore(store_path, fingerprint=fingerprint, k=self.n_params)
+
+    def _text_encoder(self):
+        """`texts -> (T, D)` of the chosen backend (the embedding disk cache only with --embedding-cache)."""
+        backend, store = self.settings.encoder_backend, self.settings.embedding_cache
+        if backend == "torch":
+            return core.text_embedder(self.state, store=store)
+        from palrm.encoders.onnx import OnnxEncoder
+
+        if str(self.state.device).startswith("cuda"):
+            raise ConfigError(f"--encoder-backend {backend} runs on the CPU (ONNX Runtime's CPU provider); with "
+                              "--device cuda use the torch backend")
+        onnx = OnnxEncoder(self.state.embedder.encoder, quantize="int8" if backend == "onnx-int8" else None)
+        embedder = core.Embedder(self.state.config.encoder, encoder=onnx, device="cpu")
+        return lambda texts: embedder.embed(texts, store=store)
 
     # ------------------------------------------------------------------ users (model thread only)
     def _apply_store(self) -> int:
@@ -127,7 +195,11 @@ class RewardEngine:
         self._trained_logits: dict[str, torch.Tensor] = {}  # trained users' weights before the service adapted them
         if not self.has_users:
             return 0
-        rows = self.store.all()
+        self._seq = 0
+        if self.store.shared:
+            rows, self._seq = self.store.changes_since(0)
+        else:
+            rows = self.store.all()
         for row in rows:
             if len(row.logits) != self.n_params:
                 raise ConfigError(f"user store {self.store.path}: user {row.user_id!r} has {len(row.logits)} weights, "
@@ -135,6 +207,21 @@ class RewardEngine:
         self._trained_logits = {r.user_id: self.state.user_logits(r.user_id) for r in rows if r.user_id in self.trained_users}
         if rows:
             self.state.set_user_logits([r.user_id for r in rows], torch.tensor([r.logits for r in rows], dtype=torch.float32))
+        self.state.posteriors.update({r.user_id: UserPosterior.from_dict(r.posterior) for r in rows if r.posterior is not None})
+        self._applied = {r.user_id: (r.version, r.n_pairs) for r in rows}
+        return len(rows)
+
+    def sync_store_sync(self) -> int:
+        """Apply users that other replicas wrote since the last poll (model thread); returns how many."""
+        rows, self._seq = self.store.changes_since(self._seq)
+        rows = [r for r in rows if len(r.logits) == self.n_params]
+        if not rows or not self.has_users:
+            return 0
+        for r in rows:  # remember a trained user's own weights before another replica's adapt replaces them
+            if r.user_id in self.trained_users and r.user_id not in self._trained_logits:
+                self._trained_logits[r.user_id] = self.state.user_logits(r.user_id)
+        self.state.set_user_logits([r.user_id for r in rows], torch.tensor([r.logits for r in rows], dtype=torch.float32))
+        self._applied.update({r.user_id: (r.version, r.n_pairs) for r in rows})
         self.state.posteriors.update({r.user_id: UserPosterior.from_dict(r.posterior) for r in rows if r.posterior is not None})
         return len(rows)
 
@@ -145,11 +232,10 @@ class RewardEngine:
         if user_id not in state.user_index:
             raise unknown_user(user_id)
         weights = state.user_weights(user_id)
-        stored = self.store.get(user_id)
+        version, n_pairs = self._applied.get(user_id, (0, 0))  # the row these weights came from
         return {"user_id": user_id, "weights": [float(x) for x in weights],
-                "source": "store" if stored else "model",
-                "version": stored.version if stored else 0,
-                "n_pairs_adapted": stored.n_pairs if stored else 0, **self._posterior_info(user_id)}
+                "source": "store" if version else "model", "version": version, "n_pairs_adapted": n_pairs,
+                **self._posterior_info(user_id)}
 
     def _posterior_info(self, user_id: str) -> dict:
         post = self.state.posteriors.get(user_id)
@@ -187,6 +273,7 @@ class RewardEngine:
         try:
             version = self.store.put(user_id, [float(x) for x in logits], [float(x) for x in weights], pairs,
                                      posterior=None if post is None else post.to_dict())
+            self._applied[user_id] = (version, len(every))
             if trained and user_id not in self._trained_logits:
                 self._trained_logits[user_id] = old
         except Exception:
@@ -244,12 +331,33 @@ class RewardEngine:
         return {"user_id": user_id, "known": known, "queries": picks, **(self._posterior_info(user_id) if known else {})}
 
     def score_sync(self, items: list[Item]) -> np.ndarray:
-        w = [it.weights for it in items]
+        """Raw rewards (n,) of `items`: distinct texts embedded once (prompts cached), one forward per kind."""
+        state = self.state
         aggs = [it.aggregate for it in items]
-        return self.model.reward_batch([it.prompt for it in items], [it.response for it in items],
-                                       user_ids=[it.user_id for it in items],
-                                       weights=w if any(x is not None for x in w) else None,
-                                       aggregate=aggs if any(a is not None for a in aggs) else None)
+        plain = [i for i, a in enumerate(aggs) if a is None]
+        weights = torch.ones(len(items), self.k, device=state.device)  # (n, K); rows of aggregate items unused
+        if plain:
+            w = [items[i].weights for i in plain]
+            weights[plain] = state.item_weights(len(plain), [items[i].user_id for i in plain],
+                                                w if any(x is not None for x in w) else None)
+        p, x = self.embedder.embed([it.prompt for it in items], [it.response for it in items])  # (n, D) each
+        dev = weights.device
+        return core.score_items(state.net, weights, torch.from_numpy(p).to(dev), torch.from_numpy(x).to(dev),
+                                aggs if len(plain) < len(items) else None, state.reference_stats).numpy()
+
+    def normalized(self, rewards, normalize: bool | None) -> list[float]:
+        """Rewards as the request asked: normalised when `normalize` (None: the server's --normalize)."""
+        if self.settings.normalize if normalize is None else normalize:
+            if self.state.reward_stats is None:
+                raise ConfigError(f"normalize: {NO_STATS_HINT}")
+            rewards = self.state.reward_stats.apply(rewards)
+        return [float(x) for x in rewards]
+
+    def normalized_std(self, stds, normalize: bool | None) -> list[float]:
+        """Posterior stds on the scale of `normalized` (divided by the reference std when normalising)."""
+        if self.settings.normalize if normalize is None else normalize:
+            stds = [s / self.state.reward_stats.std for s in stds]
+        return [float(x) for x in stds]
 
     # ------------------------------------------------------------------ request-side checks (event loop)
     def resolve(self, user_id: str | None, weights: Any) -> tuple[str | None, list[float] | None]:
@@ -290,14 +398,17 @@ class RewardEngine:
         self._wakeup = asyncio.Event()
         if self.settings.batching:
             self._worker = asyncio.create_task(self._batch_loop())
+        if self.store.shared:
+            self._poller = asyncio.create_task(self._poll_loop())
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
+        for task in (self._worker, self._poller):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self.executor.shutdown(wait=True)
         self.store.close()
 
@@ -320,7 +431,7 @@ class RewardEngine:
                 self._queued_items -= len(items)
             return [float(x) for x in out]
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((items, fut))
+        self._queue.append((items, fut, job_tokens(items)))
         self._wakeup.set()
         return await fut
 
@@ -349,11 +460,14 @@ class RewardEngine:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                jobs, n = [], 0
-                while self._queue and (not jobs or n + len(self._queue[0][0]) <= self.settings.max_batch_items):
-                    job = self._queue.pop(0)
-                    jobs.append(job)
-                    n += len(job[0])
+                jobs, n, tokens = [], 0, 0
+                s = self.settings
+                while self._queue and (not jobs or (n + len(self._queue[0][0]) <= s.max_batch_items
+                                                    and tokens + self._queue[0][2] <= s.max_batch_tokens)):
+                    items, fut, t = self._queue.pop(0)
+                    jobs.append((items, fut))
+                    n += len(items)
+                    tokens += t
                 self._queued_items -= n
                 live = [(items, fut) for items, fut in jobs if not fut.done()]
                 if live:
@@ -380,6 +494,23 @@ class RewardEngine:
             start += len(items)
             if not fut.done():
                 fut.set_result([float(x) for x in part])
+
+
+    async def _poll_loop(self) -> None:
+        """Apply other replicas' writes every poll_interval seconds; a store outage is logged and retried."""
+        while True:
+            await asyncio.sleep(self.settings.poll_interval)
+            try:
+                await self.run_model(self.sync_store_sync)
+            except Exception as exc:  # keep serving the users we have; the next poll catches up
+                logger.warning("polling the user store %s failed: %s", self.store.path, exc)
+
+    def health(self) -> dict:
+        s = self.settings
+        return {"encoder_backend": s.encoder_backend, "normalize": s.normalize,
+                "store": {"kind": "postgresql" if self.store.shared else "sqlite", "location": str(self.store.path)},
+                "prompt_cache": self.embedder.stats(), "batches": self.batches, "batched_items": self.batched_items,
+                "max_batch_items": s.max_batch_items, "max_batch_tokens": s.max_batch_tokens}
 
 
 class UnknownPool(PalrmError):

@@ -60,6 +60,8 @@ def default_store_path(model_dir: Path) -> Path:
 class UserStore:
     """SQLite (WAL) table of users added or updated while serving. Thread-safe (one connection + lock)."""
 
+    shared = False  # one process per store: nothing to poll (the PostgreSQL store is shared)
+
     def __init__(self, path: str | Path, *, fingerprint: str, k: int) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,27 @@
+"""Fixtures of the serving tests: a private PostgreSQL cluster shared by the whole session."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.serving.pg import PrivateCluster, why_unavailable
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(f"PostgreSQL store tests skipped: {reason}")
+    cluster = PrivateCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """A fresh, empty database on the private cluster."""
+    return pg_cluster.new_database(f"palrm_test_{next(_names)}")

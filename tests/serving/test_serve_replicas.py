@@ -1,0 +1,119 @@
+"""Two `palrm serve` replicas on one PostgreSQL user store (a private cluster): shared users,
+durability under SIGKILL, and start-up failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.serving.helpers import SRC, Server, free_port, train_tiny_model
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "Which pet?"
+DOG_FAN_PAIRS = [{"prompt": PROMPT, "chosen": f"Dogs are the best, reply {i}", "rejected": f"I love cats, answer {i}"}
+                 for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return train_tiny_model(tmp_path_factory.mktemp("replicas") / "model")
+
+
+def wait_for_user(srv: Server, user: str, version: int, timeout: float = 15.0) -> dict:
+    """The user's record on `srv` once it has `version` (replicas poll the store every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = srv.client.get(f"/v1/users/{user}")
+        if got.status_code == 200 and got.json()["version"] >= version:
+            return got.json()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"user {user} v{version} never reached the other replica: {got.status_code} {got.text}")
+        time.sleep(0.05)
+
+
+def test_a_user_adapted_on_one_replica_is_served_by_the_other(model_dir, pg_url, tmp_path):
+    a = Server(model_dir, "--store", pg_url, log=tmp_path / "a.log")
+    b = Server(model_dir, "--store", pg_url, log=tmp_path / "b.log")
+    try:
+        assert b.client.get("/v1/users/newbie").status_code == 404
+        out = a.client.post("/v1/users/newbie/adapt", json={"pairs": DOG_FAN_PAIRS})
+        assert out.status_code == 200, out.text
+        seen = wait_for_user(b, "newbie", 1)
+        assert seen["weights"] == pytest.approx(out.json()["weights"], abs=1e-7) and seen["source"] == "store"
+        item = {"items": [{"user_id": "newbie", "prompt": PROMPT, "response": "Dogs are the best, reply 9"}]}
+        ra, rb = a.client.post("/v1/reward", json=item), b.client.post("/v1/reward", json=item)
+        assert ra.status_code == rb.status_code == 200 and ra.json() == rb.json()
+        # more data through the other replica: it re-fits on all of the user's pairs, and a sees it
+        again = b.client.post("/v1/users/newbie/adapt", json={"pairs": DOG_FAN_PAIRS[:2]})
+        assert again.status_code == 200 and again.json()["version"] == 2 and again.json()["n_pairs"] == 8
+        assert wait_for_user(a, "newbie", 2)["weights"] == pytest.approx(again.json()["weights"], abs=1e-7)
+        health = a.client.get("/healthz").json()
+        assert health["store"]["kind"] == "postgresql" and health["store"]["location"] == pg_url
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_sigkill_during_an_adapt_storm_loses_no_acknowledged_user(model_dir, pg_url, tmp_path):
+    a = Server(model_dir, "--store", pg_url, log=tmp_path / "a.log")
+    b = Server(model_dir, "--store", pg_url, log=tmp_path / "b.log")
+    acked: dict[str, dict] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def storm(worker: int) -> None:
+        client = httpx.Client(base_url=a.url, timeout=30)
+        i = 0
+        while not stop.is_set():
+            user = f"storm-{worker}-{i}"
+            try:
+                r = client.post(f"/v1/users/{user}/adapt", json={"pairs": DOG_FAN_PAIRS[: 1 + (worker + i) % 6]})
+            except httpx.HTTPError:
+                break  # the replica is gone
+            if r.status_code == 200:
+                with lock:
+                    acked[user] = r.json()
+            i += 1
+        client.close()
+
+    threads = [threading.Thread(target=storm, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a.kill()  # SIGKILL in the middle of the storm
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(acked) >= 30
+    try:
+        for user, out in acked.items():  # the surviving replica serves every acknowledged user
+            got = wait_for_user(b, user, out["version"])
+            assert got["weights"] == pytest.approx(out["weights"], abs=1e-7), user
+        fresh = Server(model_dir, "--store", pg_url, log=tmp_path / "c.log")  # and a new replica loads them at start
+        try:
+            for user, out in acked.items():
+                got = fresh.client.get(f"/v1/users/{user}")
+                assert got.status_code == 200 and got.json()["weights"] == pytest.approx(out["weights"], abs=1e-7)
+        finally:
+            fresh.stop()
+    finally:
+        b.stop()
+
+
+def test_unreachable_store_fails_at_start_up_with_one_line(model_dir):
+    url = f"postgresql://palrm:s3cret-pw@127.0.0.1:{free_port()}/palrm"
+    env = {"PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-m", "palrm", "serve", str(model_dir), "--store", url, "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot be reached" in lines[0] and "127.0.0.1" in lines[0], proc.stderr
+    assert "s3cret-pw" not in proc.stderr
