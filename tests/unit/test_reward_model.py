@@ -143,7 +143,7 @@ def test_reward_difference_is_the_preference_logit(fitted, synthetic_splits):
 def test_save_load_gives_identical_rewards_and_no_pickle(fitted, synthetic, tmp_path):
     model = fitted["pal-b"]
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "users.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "posteriors.json", "users.json"]
     loaded = PALRewardModel.load(tmp_path / "m")
     items = synthetic.pairs.embeddings[:6]
     for user in model.users_[:3]:
