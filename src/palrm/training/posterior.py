@@ -347,81 +347,6 @@ class PairTerms:
 
 
 # ------------------------------------------------------------------------------------------- Laplace
-def _objective_affine(eta, b, terms: PairTerms, prior_mean, prior_prec, strength):
-    """U(eta), its gradient (K-1,) and Hessian (K-1, K-1) for an affine-link user (closed form)."""
-    c = b @ eta
-    w = _softmax(c)
-    z = terms.c0 + terms.coef @ w  # (n,)
-    p = _sigmoid(z)
-    value = float(np.logaddexp(0.0, -z).sum())
-    e = terms.coef - (terms.coef @ w)[:, None]  # (n, K)
-    we = w * e  # (n, K) = J C_i
-    g = (p - 1.0) @ we  # (K,)
-    h = (we * (p * (1 - p))[:, None]).T @ we + np.diag(g) - np.outer(w, g) - np.outer(g, w)
-    d = c - prior_mean
-    value += strength * 0.5 * float(d @ prior_prec @ d)
-    g = g + strength * prior_prec @ d
-    h = h + strength * prior_prec
-    return value, b.T @ g, b.T @ h @ b
-
-
-def _objective_autograd(eta, b, terms: PairTerms, prior_mean, prior_prec, strength):
-    """U(eta), gradient and Hessian by autograd (links where z is not affine in w)."""
-    dtype = terms.feats.chosen.dtype
-    bt = torch.as_tensor(b, dtype=torch.float64)
-    mean_t, prec_t = torch.as_tensor(prior_mean), torch.as_tensor(prior_prec)
-    n = len(terms)
-
-    def u(e: torch.Tensor) -> torch.Tensor:
-        c = bt @ e
-        w = torch.softmax(c, -1).to(dtype)
-        z = terms.net.logits_from_features(terms.feats, w.expand(n, -1)).double()
-        d = c - mean_t
-        return torch.nn.functional.softplus(-z).sum() + strength * 0.5 * d @ prec_t @ d
-
-    terms.net.eval()
-    e = torch.as_tensor(eta, dtype=torch.float64).requires_grad_(True)
-    value = u(e)
-    (grad,) = torch.autograd.grad(value, e)
-    hess = torch.autograd.functional.hessian(u, e.detach())
-    return float(value.detach()), grad.numpy(), hess.numpy()
-
-
-def _newton(terms: PairTerms, b: np.ndarray, prior_mean: np.ndarray, prior_prec: np.ndarray, strength: float,
-            start: np.ndarray, max_iter: int, tol: float):
-    """Damped Newton with Armijo backtracking on U(eta); returns (eta*, U(eta*), Hessian eigen (vals, vecs))."""
-    k1 = b.shape[1]
-    objective = _objective_affine if terms.affine else _objective_autograd
-    eta = b.T @ (start - start.mean())
-    value, grad, hess = objective(eta, b, terms, prior_mean, prior_prec, strength)
-    damping = 0.0
-    for _ in range(max_iter):
-        if np.abs(grad).max() < tol:
-            break
-        while True:
-            try:
-                step = np.linalg.solve(hess + damping * np.eye(k1), -grad)
-                if grad @ step < 0:
-                    break
-            except np.linalg.LinAlgError:
-                pass
-            damping = max(2 * damping, 1e-3)
-        t, improved = 1.0, False
-        for _ in range(30):  # backtracking line search (Armijo)
-            cand = eta + t * step
-            v_new, g_new, h_new = objective(cand, b, terms, prior_mean, prior_prec, strength)
-            if v_new <= value + 1e-4 * t * (grad @ step):
-                eta, value, grad, hess, improved = cand, v_new, g_new, h_new, True
-                break
-            t *= 0.5
-        damping = damping / 4 if improved else max(2 * damping, 1e-3)
-        if not improved and damping > 1e8:
-            break
-    vals, vecs = np.linalg.eigh(0.5 * (hess + hess.T))
-    vals = np.maximum(vals, 1e-6 * max(1.0, float(vals.max())))  # a mode's Hessian is PSD; guard rounding
-    return eta, value, vals, vecs
-
-
 def _per_user(user: np.ndarray, x: np.ndarray, n_users: int) -> np.ndarray:
     return np.bincount(user, x, n_users).astype(np.float64)
 
@@ -457,12 +382,37 @@ def _objective_affine_batch(eta, b, c0, coef, user, n_users, prior_mean, prior_p
     return value, g @ b, np.einsum("kj,ukl,lm->ujm", b, h, b)
 
 
+def _objective_autograd_batch(eta, b, terms: PairTerms, user, n_users, prior_mean, prior_prec, strength):
+    """`_objective_affine_batch` for links where z is not affine in w (autograd): eta (U, K-1) ->
+    values (U,), gradients (U, K-1), Hessians (U, K-1, K-1). Users are independent, so the Hessian is
+    block-diagonal: one backward pass gives every gradient, K-1 more give every Hessian column."""
+    dtype = terms.feats.chosen.dtype
+    dev = terms.feats.chosen.device
+    e = torch.as_tensor(eta, dtype=torch.float64).requires_grad_(True)
+    c = e @ torch.as_tensor(b).T  # (U, K)
+    w = torch.softmax(c, -1)
+    local = torch.as_tensor(user, dtype=torch.long)
+    terms.net.eval()
+    z = terms.net.logits_from_features(terms.feats, w[local].to(dtype=dtype, device=dev)).double().cpu()  # (n,)
+    value = torch.zeros(n_users, dtype=torch.float64).index_add(0, local, torch.nn.functional.softplus(-z))
+    d = c - torch.as_tensor(prior_mean)
+    prec = torch.as_tensor(prior_prec)
+    quad = torch.einsum("uk,kl,ul->u" if prec.ndim == 2 else "uk,ukl,ul->u", d, prec, d)
+    value = value + strength * 0.5 * quad
+    (grad,) = torch.autograd.grad(value.sum(), e, create_graph=True)  # (U, K-1)
+    cols = [torch.autograd.grad(grad[:, j].sum(), e, retain_graph=True)[0] for j in range(e.shape[1])]
+    hess = torch.stack(cols, 2)  # (U, K-1, K-1), symmetric per user
+    return value.detach().numpy(), grad.detach().numpy(), hess.detach().numpy()
+
+
 def _newton_batch(terms: PairTerms, user, n_users, b, prior_mean, prior_prec, strength, start, max_iter, tol):
-    """`_newton` for every user at once (affine links): per-user damping and Armijo steps; each
+    """Damped Newton on U(eta) for every user at once (any link; closed form for affine links): per-user damping and Armijo steps; each
     evaluation covers only the pairs of the users still iterating. Stops a user when its Newton
     decrement -<g, step> / 2 falls under `tol`. Returns eta (U, K-1), U(eta) (U,), the Hessian's
     eigenvalues (U, K-1) and eigenvectors (U, K-1, K-1)."""
     k1 = b.shape[1]
+    if not terms.affine:  # z comes from the network in float32: a smaller decrement is rounding noise
+        tol = max(tol, 1e-8)
     order = np.argsort(user, kind="stable")
     bounds = np.searchsorted(user[order], np.arange(n_users + 1))
 
@@ -474,9 +424,11 @@ def _newton_batch(terms: PairTerms, user, n_users, b, prior_mean, prior_prec, st
             pairs = np.concatenate([order[bounds[u]:bounds[u + 1]] for u in users]) if len(users) else np.zeros(0, dtype=np.int64)
             local = np.repeat(np.arange(len(users)), bounds[users + 1] - bounds[users])
         per_user = prior_prec.ndim == 3 and len(users) != n_users
-        return _objective_affine_batch(e, b, terms.c0[pairs], terms.coef[pairs], local, len(users),
-                                       prior_mean[users] if per_user else prior_mean,
-                                       prior_prec[users] if per_user else prior_prec, strength)
+        mean, prec = (prior_mean[users], prior_prec[users]) if per_user else (prior_mean, prior_prec)
+        if terms.affine:
+            return _objective_affine_batch(e, b, terms.c0[pairs], terms.coef[pairs], local, len(users), mean, prec, strength)
+        sub = terms if isinstance(pairs, slice) else terms.select(pairs)
+        return _objective_autograd_batch(e, b, sub, local, len(users), mean, prec, strength)
 
     everyone = np.arange(n_users)
     eta = (start - start.mean(1, keepdims=True)) @ b
@@ -521,7 +473,7 @@ def _newton_batch(terms: PairTerms, user, n_users, b, prior_mean, prior_prec, st
             t[pending[~ok]] *= 0.5
         damping[idx[accepted]] /= 4
         damping[idx[~accepted]] = np.maximum(2 * damping[idx[~accepted]], 1e-3)
-        active[idx[~accepted & (damping[idx] > 1e8)]] = False  # no decrease even with tiny steps: at the mode up to rounding
+        active[idx[~accepted]] = False  # no decrease along a descent direction even at t = 2^-30: at the mode up to rounding
     vals, vecs = np.linalg.eigh(0.5 * (hess + np.swapaxes(hess, 1, 2)))
     vals = np.maximum(vals, 1e-6 * np.maximum(1.0, vals.max(1, keepdims=True)))  # a mode's Hessian is PSD; guard rounding
     return eta, value, vals, vecs
@@ -537,8 +489,8 @@ def laplace_users(terms: PairTerms, user: np.ndarray, n_users: int, prior: Logit
     Hessian at the mode. A Gaussian-mixture prior sum_m pi_m N(mu_m, S_m): one Laplace approximation per
     component (Newton from mu_m), weighted by its evidence
         rho_m ~ pi_m exp(-U_m(eta_m*)) det(H_m)^-1/2 det(S_m / lambda)^-1/2,
-    so a few answers select the group the user belongs to. Euclidean link: all users in one batched
-    Newton per component (O(n K^2) per step); other links: user by user, autograd.
+    so a few answers select the group the user belongs to. All users in one batched Newton per
+    component: closed-form derivatives for affine (Euclidean) links, autograd for the others.
     """
     pop = _as_population(prior)
     k = pop.k
@@ -547,9 +499,6 @@ def laplace_users(terms: PairTerms, user: np.ndarray, n_users: int, prior: Logit
     if k == 1:
         return [UserPosterior(np.zeros(1), np.zeros((1, 1)), int(c)) for c in counts]
     b = centred_basis(k)
-    if not terms.affine:
-        order = np.argsort(user, kind="stable")
-        bounds = np.searchsorted(user[order], np.arange(n_users + 1))
     m = len(pop.weights)
     cov_eta = np.einsum("kj,mkl,li->mji", b, pop.covs, b)  # (M, K-1, K-1)
     precs = np.einsum("kj,mji,li->mkl", b, np.linalg.inv(cov_eta), b)  # (M, K, K) precisions of the centred logits
@@ -564,14 +513,8 @@ def laplace_users(terms: PairTerms, user: np.ndarray, n_users: int, prior: Logit
         eta, value, vals, vecs = _newton_batch(rep_terms, rep_user, m * n_users, b, np.repeat(pop.means, n_users, 0),
                                                np.repeat(precs, n_users, 0), strength, start.reshape(-1, k), max_iter, tol)
     else:
-        out = []
-        for j in range(m):
-            if terms.affine:
-                out.append(_newton_batch(terms, user, n_users, b, pop.means[j], precs[j], strength, start[j], max_iter, tol))
-            else:
-                per = [_newton(terms.select(order[bounds[u]:bounds[u + 1]]), b, pop.means[j], precs[j], strength,
-                               start[j, u], max_iter, 1e-8) for u in range(n_users)]
-                out.append(tuple(np.stack([o[i] for o in per]) for i in range(4)))
+        out = [_newton_batch(terms, user, n_users, b, pop.means[j], precs[j], strength, start[j], max_iter, tol)
+               for j in range(m)]
         eta, value, vals, vecs = (np.concatenate([o[i] for o in out]) for i in range(4))
     log_evidence = np.repeat(log_norm, n_users) - value - 0.5 * np.log(vals).sum(1)  # (M * U,)
     cov_c = np.einsum("kj,ujl,ml->ukm", b, (vecs / vals[:, None, :]) @ np.swapaxes(vecs, 1, 2), b)
