@@ -33,6 +33,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -127,6 +128,7 @@ def train_stream(
     info: pdist.DistInfo | None = None,
     fingerprint: str = "",
     desc: str = "train",
+    extra_validation: Callable[[nn.Module, dict], dict] | None = None,
 ) -> list[dict]:
     """Minibatch AdamW over `train`, early stopping on `val` loss; returns the per-epoch metrics.
 
@@ -141,6 +143,10 @@ def train_stream(
         info: this process's rank and world (default: the current process group, if any).
         fingerprint: a string identifying data and configuration; resuming refuses another one.
         desc: the progress bar's label (shown when `cfg.progress`).
+        extra_validation: called after each epoch's validation with the module (in eval mode) and the
+            epoch's row so far (train_loss, val_loss, ...); the metrics it returns are added to the row. When they include `stop_loss`, early
+            stopping (and the choice of the best epoch) minimises it instead of `val_loss`: model
+            selection stops on a user-level criterion this way (evaluation/selection.py).
     """
     scale = scale or ScaleConfig()
     info = info or pdist.current()
@@ -245,6 +251,9 @@ def train_stream(
             row = {"epoch": epoch, "train_loss": tot / max(cnt, 1), "seconds": round(time.perf_counter() - t0, 4)}
             if val is not None and len(val):
                 row.update(evaluate_source(module, val, batch_size=scale.val_batch_size, info=info))
+            if extra_validation is not None:
+                module.eval()
+                row.update(extra_validation(module, dict(row)))
             history.append(row)
             if log_file:
                 log_file.write(json.dumps(row) + "\n")
@@ -252,9 +261,10 @@ def train_stream(
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("train_loss", "val_loss", "val_accuracy")})
             logger.debug("epoch %s", row)
-            if "val_loss" in row:
-                if row["val_loss"] < best_loss - 1e-6:
-                    best_loss, best_state, best_epoch, bad_epochs = row["val_loss"], copy.deepcopy(module.state_dict()), epoch, 0
+            stop_key = "stop_loss" if "stop_loss" in row else "val_loss"
+            if stop_key in row:
+                if row[stop_key] < best_loss - 1e-6:
+                    best_loss, best_state, best_epoch, bad_epochs = row[stop_key], copy.deepcopy(module.state_dict()), epoch, 0
                 else:
                     bad_epochs += 1
                     if cfg.patience and bad_epochs >= cfg.patience:

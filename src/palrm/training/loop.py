@@ -40,8 +40,10 @@ def train_net(
     val: IndexedPairs | BatchSource | None,
     cfg: TrainConfig,
     log_path: str | Path | None = None,
+    extra_validation=None,
 ) -> list[dict]:
-    """Minibatch AdamW on all pairs of all users, early stopping on validation loss.
+    """Minibatch AdamW on all pairs of all users, early stopping on validation loss (or on the
+    `stop_loss` that `extra_validation(net, row)` returns each epoch, see `train_stream`).
 
     Returns the per-epoch metrics (also appended as JSON lines to `log_path` when given). The net ends
     with the parameters of the best validation epoch (the last epoch when there is no validation set).
@@ -58,7 +60,7 @@ def train_net(
     else:
         source, val_source = table, val
     return train_stream(net, source, val_source, cfg, param_groups=param_groups(net, cfg), log_path=log_path,
-                        desc=f"train {getattr(net, 'kind', '')}".strip())
+                        desc=f"train {getattr(net, 'kind', '')}".strip(), extra_validation=extra_validation)
 
 
 def train_memmap(train_dir: str | os.PathLike, config, *, val_dir: str | os.PathLike | None = None,
