@@ -50,6 +50,8 @@ class ModelConfig:
     offset: str = _f("none", "Personal offset delta_u beyond the K-mixture (models/offset.py): none (plain PAL), latent (the ideal point moves by delta_u in R^d), or input (a linear head on [phi(x), ||phi(x)||^2] per user); Gaussian prior, MAP fit after training and for new users. Euclidean link only.")
     auto_ks: list = _f([1, 2, 3, 4, 6, 8], "k=auto: the values of K tried.")
     auto_offsets: list = _f(["none", "latent", "input"], "k=auto: the offset kinds tried on each K (see offset).")
+    auto_weight_decay: list = _f([0.01, 0.1], "k=auto, second stage: the train.weight_decay values tried (x auto_dropout) on the winning structure only; the configured train.weight_decay / model.dropout pair is the first-stage row itself.")
+    auto_dropout: list = _f([0.0, 0.1], "k=auto, second stage: the model.dropout values tried (x auto_weight_decay) on the winning structure only.")
     auto_heldout: float = _f(0.2, "k=auto: fraction of the training users held out to judge onboarding (never the new users' data).")
     offset_var: float = _f(0.0, "Prior variance sigma^2 of each offset coordinate; 0 = choose it on the validation pairs of known users (the chosen value is stored here).")
 
@@ -197,6 +199,12 @@ class PALConfig:
             out.append(f"model.auto_ks = {m.auto_ks!r}: expected a list of positive integers, e.g. [1, 2, 3]")
         for o in m.auto_offsets if isinstance(m.auto_offsets, list) else [m.auto_offsets]:
             choice(o, OFFSETS, "model.auto_offsets[]")
+        for name, values, top in (("auto_weight_decay", m.auto_weight_decay, None), ("auto_dropout", m.auto_dropout, 1.0)):
+            ok = isinstance(values, list) and values and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and (top is None or v < top) for v in values)
+            if not ok:
+                bound = "in [0, 1)" if top else ">= 0"
+                out.append(f"model.{name} = {values!r}: expected a non-empty list of numbers {bound}, e.g. [0.01, 0.1]")
         if not 0.0 <= m.auto_heldout < 1.0:
             out.append(f"model.auto_heldout = {m.auto_heldout!r}: must be in [0, 1)")
         positive(m.d, "model.d")

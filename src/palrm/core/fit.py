@@ -113,9 +113,12 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
         state.reference_stats = measure_reference(state, train)
         return state
     state = _start(cfg, train, encoder)
+    warm = None
     if cfg.model.k == "auto" and cfg.model.kind != "btl":
-        train, val = _select(state, train, val)
+        train, val, warm = _select(state, train, val)
     table, train_idx, val_part = _init_net(state, train, val)
+    if warm is not None:
+        _warm_start(state.net, *warm)
     train_table = table
     val_idx = None
     if val_part is not None:
@@ -134,10 +137,11 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     return state
 
 
-def _select(state: FittedModel, train: PairData, val: PairData | None) -> tuple[PairData, PairData]:
+def _select(state: FittedModel, train: PairData, val: PairData | None):
     """k="auto": model selection on validation pairs and held-out training users (evaluation/selection.py)
-    over one embedding table; the winner's settings (model, adapt prior) replace `state.config` and the
-    report is `state.selection`. Without `val` each user's pairs are split 90 / 10 (seeded)."""
+    over one embedding table; the winner's settings (model, regularisation, adapt prior) replace
+    `state.config` and the report is `state.selection`. Without `val` each user's pairs are split
+    90 / 10 (seeded). Returns (train, val, (winner's network, held-out rows)) for `_warm_start`."""
     from palrm.data.splits import split_pairs
     from palrm.evaluation.selection import candidate_grid, format_table, select_model
 
@@ -162,11 +166,31 @@ def _select(state: FittedModel, train: PairData, val: PairData | None) -> tuple[
         val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
     m = cfg.model
     grid = candidate_grid(ks=tuple(m.auto_ks), kinds=(m.kind,), offsets=tuple(m.auto_offsets))
-    report = select_model(cfg, table, train_idx, val_idx, len(state.users), candidates=grid, heldout_frac=m.auto_heldout)
+    report, net, held = select_model(cfg, table, train_idx, val_idx, len(state.users), candidates=grid,
+                                     heldout_frac=m.auto_heldout, return_net=True)
+    report["heldout_user_ids"] = [state.users[int(r)] for r in held]
+    report["refit"] = ("the winner refitted on all users, warm-started from its selection network (shared "
+                       "weights and known users' logits; held-out users start at the known users' mean logits)")
     state.config = cfg.updated(report["overrides"])
     state.selection = report
     logger.info("model selection:\n%s", format_table(report))
-    return train, val
+    return train, val, (net, held)
+
+
+def _warm_start(net, source, held) -> None:
+    """Start the refit on all users from the selection's network `source` (trained on the known users):
+    its shared weights, the known users' logits in their rows, and the known users' mean logits for the
+    held-out rows `held` (n,). Early stopping then only has to finish the job (fewer epochs)."""
+    shared = {k: v for k, v in source.state_dict().items() if not k.startswith("user_logits.") and k != "user_offsets"}
+    net.load_state_dict(shared, strict=False)
+    if not net.has_users:
+        return
+    is_held = torch.zeros(net.num_users, dtype=torch.bool)
+    is_held[torch.as_tensor(held, dtype=torch.long)] = True
+    with torch.no_grad():
+        known = source.user_logits.weight.detach().to(net.user_logits.weight)
+        net.user_logits.weight[~is_held] = known
+        net.user_logits.weight[is_held] = known.mean(0)
 
 
 def _fit_offsets(state: FittedModel, table: torch.Tensor, train_idx: IndexedPairs, val_idx: IndexedPairs | None) -> None:

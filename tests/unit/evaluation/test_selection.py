@@ -27,9 +27,11 @@ def test_selection_finds_the_planted_groups_and_reports_every_candidate(syntheti
     splits, _, _ = synthetic_splits
     table, tr, va, n_users = _index(splits)
     cands = [Candidate("btl"), Candidate("pal-a", 1), Candidate("pal-a", 3), Candidate("pal-a", 3, "input")]
-    report = select_model(CFG, table, tr, va, n_users, candidates=cands, shots=(1, 5))
+    report = select_model(CFG, table, tr, va, n_users, candidates=cands, shots=(1, 5), weight_decays=[0.01],
+                          dropouts=[0.0])
     names = [r["name"] for r in report["candidates"]]
     assert names == [c.name for c in cands]
+    assert report["regularization"]["chosen"] == {"weight_decay": 0.01, "dropout": 0.0}
     assert report["winner"] in {"pal-a K=3", "pal-a K=3 + input offset"}
     assert not report["no_personal_structure"]
     assert report["overrides"]["model.k"] == 3 and report["overrides"]["adapt.prior"] in {"none", "gaussian", "mixture"}
@@ -61,3 +63,53 @@ def test_selection_says_so_when_users_agree(synthetic_splits):
 def test_candidate_grid():
     grid = candidate_grid(ks=(1, 2), offsets=("none", "input"))
     assert [c.name for c in grid] == ["btl", "pal-b K=1", "pal-b K=1 + input offset", "pal-b K=2", "pal-b K=2 + input offset"]
+
+
+def test_user_level_early_stopping_and_the_regularisation_stage(synthetic_splits):
+    splits, _, _ = synthetic_splits
+    table, tr, va, n_users = _index(splits)
+    cands = [Candidate("pal-a", 1), Candidate("pal-a", 3)]
+    report, net, held = select_model(CFG, table, tr, va, n_users, candidates=cands, shots=(2,),
+                                     weight_decays=[0.01, 0.5], dropouts=[0.0, 0.2], return_net=True)
+    rows = report["candidates"]
+    stage1 = [r for r in rows if r["stage"] == 1]
+    stage2 = [r for r in rows if r["stage"] == 2]
+    assert [r["name"] for r in stage1] == ["pal-a K=1", "pal-a K=3"]
+    best1 = min(stage1, key=lambda r: r["score"])
+    # the second stage refits only the stage-1 winner, with every other (weight decay, dropout) pair
+    assert {(r["weight_decay"], r["dropout"]) for r in stage2} == {(0.01, 0.2), (0.5, 0.0), (0.5, 0.2)}
+    assert all(r["name"].startswith(best1["name"] + " wd=") and r["k"] == best1["k"] for r in stage2)
+    best = min(rows, key=lambda r: r["score"])
+    assert report["winner"] == best["name"]
+    assert report["regularization"]["chosen"] == {"weight_decay": best["weight_decay"], "dropout": best["dropout"]}
+    assert report["overrides"]["train.weight_decay"] == best["weight_decay"]
+    assert report["overrides"]["model.dropout"] == best["dropout"]
+    # early stopping judged held-out users: the best epoch is recorded and lies within the epochs run
+    assert report["early_stopping"].startswith("user-level")
+    for r in rows:
+        assert 1 <= r["best_epoch"] <= r["epochs"] <= CFG.train.epochs
+    assert net.k == best["k"] and net.num_users == report["known_users"]
+    assert len(held) == report["heldout_users"] > 0
+
+
+def test_user_level_stop_loss_drives_early_stopping():
+    """train_stream keeps the epoch of the lowest `stop_loss` when extra_validation returns one."""
+    from palrm.models import build_net
+    from palrm.training import train_net
+    from palrm.training.pairs import IndexedPairs
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(41, 6, generator=g)
+    pairs = IndexedPairs(torch.randint(0, 4, (200,), generator=g), torch.full((200,), 40),
+                         torch.randint(0, 40, (200,), generator=g), torch.randint(0, 40, (200,), generator=g))
+    cfg = CFG.updated({"model.kind": "pal-a", "model.k": 2, "train.epochs": 6, "train.patience": 0})
+    net = build_net(cfg.model, 6, 4)
+    snapshots = []
+
+    def stop(module, row):  # lowest at epoch 2
+        snapshots.append({k: v.clone() for k, v in module.state_dict().items()})
+        return {"stop_loss": abs(row["epoch"] - 2) + 0.0}
+
+    history = train_net(net, table, pairs, pairs, cfg.train, extra_validation=stop)
+    assert len(history) == 6 and [h["stop_loss"] for h in history][1] == 0.0
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in net.state_dict().items())
