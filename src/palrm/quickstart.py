@@ -30,8 +30,27 @@ def run_quickstart(
     progress: bool = True,
     small: bool = False,
     printer: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> dict:
-    """Run the quickstart and return the results dict (also written to OUTPUT_DIR/results.json)."""
+    """Run the quickstart and return the results dict (also written to OUTPUT_DIR/results.json).
+
+    `threads`: torch intra-op threads for the job (restored afterwards; None = torch's default). One is
+    the fastest on a small shared machine: the networks are small and two threads competing with other
+    processes spend most of their time waiting for each other (measured: 113 s instead of about 300 s
+    for this job on 2 cores at load 5, the same figures).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run(output_dir, encoder=encoder, seed=seed, progress=progress, small=small, printer=printer)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(output_dir, *, encoder: str, seed: int, progress: bool, small: bool, printer) -> dict:
     from palrm.data.persona import build_persona
     from palrm.data.splits import few_shot_split, split_pairs
     from palrm.encoders import make_encoder
