@@ -4,7 +4,9 @@
 
     config.json         format marker, the source config, input dimension, encoder spec and identity,
                         the mixture (who this reward is for) and any accuracy figures
-    model.safetensors   the shared network weights and the mixture weights w (K,) (no user table)
+    model.safetensors   the shared network weights and the mixture weights w (K,) (no user table);
+                        for one user of a model with personal offsets (`model.offset`) also that
+                        user's offset delta_u (r,), without which the reward would be the mixture's
     README.md           a model card: what it was trained on, its accuracy, which user or mixture,
                         how to load it
 
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 SCALAR_FORMAT = "palrm-scalar-reward"
 SCALAR_FORMAT_VERSION = 2  # 2: exports of a population aggregate (format 1: one mixture; both are read)
 MIXTURE_KEY = "palrm.mixture_weights"
+OFFSET_KEY = "palrm.user_offset"  # (r,) the exported user's personal offset (models/offset.py), when the model has them
 AGGREGATE_USERS_KEY = "palrm.aggregate_user_weights"  # (U, K) the users an aggregate runs over, when it needs them
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 
@@ -81,6 +84,7 @@ def _mixture(state, user_id: str | None, weights: Any) -> tuple[np.ndarray, dict
         if post is not None:  # the mixture with its uncertainty: rewards with std / risk after loading
             desc["posterior"] = post.to_dict()
         return w.astype(np.float32), desc
+    # a mixture, the population or a group: no personal offset (delta = 0, models/offset.py)
     if weights is None:
         raise ConfigError("export: say whose reward to export: a user id, 'population', 'group:K' or K mixture weights")
     w = state.resolve_weights(weights).cpu().numpy().astype(np.float32)
@@ -180,13 +184,19 @@ def export_scalar(
                          "model cannot be exported from it")
     if normalize and state.reward_stats is None:
         raise ConfigError(f"--normalize: {NO_STATS_HINT}")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items() if not k.startswith("user_logits.")}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.net.state_dict().items()
+               if not k.startswith("user_logits.") and k != "user_offsets"}  # no user table: only the exported user's row
     if aggregate is not None:
         mixture, agg_meta = _aggregate(state, aggregate, user_id, weights, tensors)
     else:
         w, mixture = _mixture(state, user_id, weights)
         mixture["weights"] = [float(x) for x in w]
         tensors[MIXTURE_KEY] = torch.from_numpy(w.copy())
+        if mixture["source"] == "user" and state.net.offset_dim:  # the user's personal offset travels too
+            offset = state.net.user_offsets[state.user_row(str(user_id))].detach().cpu().float().contiguous()
+            tensors[OFFSET_KEY] = offset
+            mixture["offset"] = {"kind": state.net.offset_kind, "dim": int(offset.numel()),
+                                 "norm": float(offset.norm()), "prior_var": float(state.config.model.offset_var)}
         agg_meta = None
     source_dir = Path(source) if source is not None else None
     cfg = state.config
@@ -304,7 +314,11 @@ def _card_who(meta: dict) -> list[str]:
         return [f"- aggregate: `{a['spec']}` (palrm.aggregate): each learned group's reward standardised on the source "
                 f"model's reference set ({a['reference_stats'].get('source', '?')}), then aggregated",
                 "- rewards are in standard deviations of the reference set; their differences are not preference logits"]
+    off = meta["mixture"].get("offset")
+    offset_line = ([f"- personal offset: {off['kind']}, {off['dim']} numbers (norm {off['norm']:.4f}), fitted by MAP "
+                    "beyond the mixture and exported with it"] if off else [])
     return [f"- mixture weights over the K prototypes: {[round(x, 6) for x in meta['mixture']['weights']]}",
+            *offset_line,
             "- the difference of two rewards for the same prompt is the source model's preference logit for this "
             "user or mixture: P(A preferred over B) = sigmoid(r(A) - r(B))"]
 
@@ -322,7 +336,7 @@ class ScalarRewardModel:
         from palrm.config import PALConfig
 
         self.net = net
-        self.weights = weights  # (K,) the exported mixture; None for an aggregate export
+        self.weights = weights  # (K,) the exported mixture, (K + r,) with a user's personal offset; None for an aggregate export
         agg = meta.get("aggregate")
         self.aggregate = None if not agg else agg["spec"]
         self.reference_stats = None if not agg else ReferenceStats.from_dict(agg["reference_stats"])
@@ -367,10 +381,18 @@ class ScalarRewardModel:
         except Exception as exc:  # safetensors raises its own error types
             raise ModelFileError(f"{directory / WEIGHTS_FILE} could not be read ({exc}); export the model again") from None
         weights = state.pop(MIXTURE_KEY, None)
+        offset = state.pop(OFFSET_KEY, None)
         users = state.pop(AGGREGATE_USERS_KEY, None)
         if weights is None and not meta.get("aggregate"):
             raise ModelFileError(f"{directory / WEIGHTS_FILE} has no {MIXTURE_KEY}; export the model again")
         state["user_logits.weight"] = net.user_logits.weight.detach().clone()  # unused placeholder row
+        if net.offset_dim:  # unused placeholder row; the exported user's offset follows the weights
+            if state.get("user_offsets") is not None and meta.get("mixture", {}).get("source") == "user" and offset is None:
+                logger.warning("%s: exported by an older palrm without the user's personal offset; its rewards are the "
+                               "user's mixture alone. Export the model again to include the offset.", directory)
+            state["user_offsets"] = net.user_offsets.detach().clone()
+        if offset is not None and weights is not None:
+            weights = torch.cat([weights, offset.to(weights)])  # (K + r): the mixture, then the personal offset
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -452,10 +474,10 @@ class ScalarRewardModel:
         return (value, std) if uncertainty else value
 
     def _weights(self, n: int) -> torch.Tensor:
-        """(n, K) the exported mixture per item (unused by an aggregate export)."""
+        """(n, K [+ r]) the exported mixture (and personal offset) per item (unused by an aggregate export)."""
         if self.weights is None:
             return torch.ones(n, self.net.k, device=self.device)
-        return self.weights.float().expand(n, -1)
+        return self.weights.float().expand(n, -1)  # (n, K [+ r])
 
     def _aggregate_args(self, n: int) -> dict:
         if self.aggregate is None:

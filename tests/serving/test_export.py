@@ -145,3 +145,29 @@ def test_aggregate_export_and_score_from_the_command_line(model_dir, tmp_path, c
     assert [r["aggregate"] for r in rows] == ["maxmin", "maxmin"]
     np.testing.assert_allclose([r["reward"] for r in rows],
                                rm("Which pet?", ["I love cats, answer 3", "Dogs are the best, reply 4"]).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("offset", ["input", "latent"])
+def test_exported_user_of_an_offset_model_keeps_the_personal_offset(tmp_path, offset):
+    """One user of a model with personal offsets: the export equals model.reward, offset included."""
+    frame = text_pairs_frame(n_users=8, pairs_per_user=20, seed=0)
+    model = PALRewardModel(kind="pal-b", k=2, offset=offset, encoder="hashing:256", epochs=6, seed=0,
+                           progress=False).fit(frame)
+    model_dir = model.save(tmp_path / "model")
+    user = "user3"
+    assert model.net_.user_offsets[model.user_index_[user]].abs().sum() > 0  # the user has an offset to lose
+    out = export_scalar(PALRewardModel.load(model_dir), tmp_path / "rm", user_id=user, source=model_dir)
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["mixture"]["offset"]["kind"] == offset and meta["mixture"]["offset"]["norm"] > 0
+    rm = ScalarRewardModel.from_pretrained(out)
+    prompt = "Which pet should I get?"
+    responses = ["I love cats, answer 3", "Dogs are the best, reply 7", "I love cats, answer 11", "a fish"]
+    np.testing.assert_allclose(rm(prompt, responses).numpy(), model.reward(user, prompt, responses), rtol=1e-5, atol=1e-5)
+    # the mixture alone (what the export gave before) is a different reward
+    mixture = ScalarRewardModel.from_pretrained(export_scalar(model, tmp_path / "mix", weights=list(model.user_weights(user))))
+    assert not np.allclose(mixture(prompt, responses).numpy(), model.reward(user, prompt, responses), atol=1e-4)
+    # no other user's offset travels with the export
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out / "model.safetensors"))
+    assert "user_offsets" not in tensors and tensors["palrm.user_offset"].shape == model.net_.user_offsets[0].shape
