@@ -215,10 +215,17 @@ def test_train_k_auto_prints_and_saves_the_selection(tmp_path, text_pairs_file, 
                  "--set", "model.auto_offsets=[none]", *FAST[:-2]]) == 0
     printed = capsys.readouterr().out
     selection = json.loads((run / "selection.json").read_text())
-    assert [c["name"] for c in selection["candidates"]] == ["btl", "pal-b K=1", "pal-b K=2"]
+    stage1 = [c["name"] for c in selection["candidates"] if c["stage"] == 1]
+    assert stage1 == ["btl", "pal-b K=1", "pal-b K=2"]
+    # the regularisation stage: the stage-1 winner with the 3 other (weight decay, dropout) pairs
+    stage2 = [c for c in selection["candidates"] if c["stage"] == 2]
+    assert len(stage2) == 3 and all(" wd=" in c["name"] for c in stage2)
     assert "selected: " + selection["winner"] in printed
-    saved = json.loads((run / "model" / "config.json").read_text())["config"]["model"]
-    assert saved["k"] == selection["overrides"]["model.k"]
+    config = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert config["model"]["k"] == selection["overrides"]["model.k"]
+    chosen = selection["regularization"]["chosen"]  # the final values are in the saved config
+    assert config["train"]["weight_decay"] == chosen["weight_decay"] and config["model"]["dropout"] == chosen["dropout"]
+    assert len(selection["heldout_user_ids"]) == selection["heldout_users"] > 0
 
 
 def test_train_with_val_never_trains_on_split_test_rows(tmp_path, capsys):
