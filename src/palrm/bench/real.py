@@ -9,9 +9,11 @@ time from ../shared/data/polis or $PALRM_POLIS_DIR), the four psychotools paired
 Splits:
 - "pairs": each seen user's pairs split 70 / 10 / 20 (train / validation / test); new users: a
   nested adaptation pool of up to 20 pairs each, the rest are test pairs;
-- "items": items (responses) split 70 / 30 with a seeded draw; training and validation pairs use only
-  training items, test pairs only held-out items (what an RLHF reward model faces); new users adapt on
-  training-item pairs and are tested on held-out-item pairs. Skipped for one-hot items (a held-out
+- "items": items (responses) split 70 / 30 with ONE seeded draw for seen and new users; test pairs
+  only between held-out items (what an RLHF reward model faces); 15% of the other items are
+  validation items: validation pairs contain one (and no test item), training pairs only training
+  items, so early stopping and model selection judge unseen items too; new users adapt on pairs
+  without test items and are tested on held-out-item pairs. Skipped for one-hot items (a held-out
   one-hot item carries no information).
 
 Methods: BTL; per-user linear heads with shrinkage (bench/baselines.py, lambda on validation); PAL-B
@@ -36,6 +38,7 @@ from palrm.bench.baselines import LinearHeads
 from palrm.bench.common import set_threads, with_embeddings, write_json
 from palrm.data.schema import PairData
 from palrm.data.splits import few_shot_split, split_pairs, split_users, take_shots
+from palrm.errors import ConfigError
 from palrm.evaluation.metrics import pair_metrics
 
 logger = logging.getLogger(__name__)
@@ -70,14 +73,44 @@ def _from_logits(logits: np.ndarray, pairs: PairData, seed: int) -> dict:
     return _cell(pair_metrics(logits, pairs.pair_user_ids)["per_user"], seed)
 
 
-def _item_split(pairs: PairData, seed: int, frac: float = 0.3) -> tuple[PairData, PairData]:
-    """(pairs of training items only, pairs of held-out items only)."""
-    items = np.unique(np.concatenate([pairs.chosen, pairs.rejected]))
+def _draw_items(items: np.ndarray, n_texts: int, frac: float, seed: int) -> np.ndarray:
+    """(n_texts,) bool: a seeded `frac` of `items` drawn."""
     held = np.random.default_rng(seed).choice(items, size=int(round(frac * len(items))), replace=False)
-    is_held = np.zeros(len(pairs.texts), dtype=bool)
-    is_held[held] = True
-    c, r = is_held[pairs.chosen], is_held[pairs.rejected]
-    return pairs.select(~c & ~r), pairs.select(c & r)
+    mask = np.zeros(n_texts, dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def _items(*datasets: PairData) -> np.ndarray:
+    return np.unique(np.concatenate([a for d in datasets for a in (d.chosen, d.rejected)]))
+
+
+def _item_split(seen: PairData, new: PairData, seed: int, frac: float = 0.3, val_frac: float = 0.15):
+    """The item-disjoint split: ONE draw of held-out items for seen and new users (drawn separately,
+    a new user's "held-out" items could be items the model was trained on), and validation on items
+    held out of training too (validation pairs of training items only measured fit to known items,
+    so early stopping and model selection never saw an unseen item).
+
+    Returns (train: pairs of training items only, val: pairs with a validation item and no test item,
+    seen test, new users' pairs without a test item (their shot pool), new test: pairs of test items only).
+    """
+    if len(seen.texts) != len(new.texts):
+        raise ValueError("item split: seen and new users' pairs must index the same texts")
+    n = len(seen.texts)
+    items = _items(seen, new)
+    is_test = _draw_items(items, n, frac, seed)
+    is_val = _draw_items(items[~is_test[items]], n, val_frac, seed + 1)
+
+    sc, sr = seen.chosen, seen.rejected
+    s_test = is_test[sc] | is_test[sr]
+    s_val = (is_val[sc] | is_val[sr]) & ~s_test
+    train = seen.select(~s_test & ~s_val)
+    val = seen.select(s_val)
+    seen_test = seen.select(is_test[sc] & is_test[sr])
+    nc, nr = new.chosen, new.rejected
+    new_pool = new.select(~is_test[nc] & ~is_test[nr])
+    new_test = new.select(is_test[nc] & is_test[nr])
+    return train, val, seen_test, new_pool, new_test
 
 
 def _splits(seen: PairData, new: PairData, split: str, seed: int):
@@ -86,11 +119,9 @@ def _splits(seen: PairData, new: PairData, split: str, seed: int):
         sp = split_pairs(seen, val_frac=0.1, test_frac=0.2, seed=seed, honour_split_column=False)
         shots, new_test = few_shot_split(new, max_shots=max(SHOTS), seed=seed)
         return sp.train, sp.validation, sp.test, shots, new_test
-    seen_in, seen_out = _item_split(seen, seed)
-    new_in, new_out = _item_split(new, seed)
-    sp = split_pairs(seen_in, val_frac=0.15, test_frac=0.0, seed=seed, honour_split_column=False)
+    train, val, seen_out, new_in, new_out = _item_split(seen, new, seed)
     shots, _ = few_shot_split(new_in, max_shots=max(SHOTS), seed=seed, min_test=0)
-    return sp.train, sp.validation, seen_out, shots, new_out
+    return train, val, seen_out, shots, new_out
 
 
 class _Pal:
@@ -183,8 +214,9 @@ def _strip(obj):
 
 def run_real(out_dir: str | Path = "results/real", *, profile: str = "quick", seed: int = 0, threads: int | None = 1,
              encoder: str = "minilm", paircomp_source=None, polis_source=None,
-             say: Callable[[str], None] | None = None) -> dict:
-    """Run the suite; returns the summary (also written to OUT_DIR/summary.json)."""
+             say: Callable[[str], None] | None = None, only: list[str] | None = None) -> dict:
+    """Run the suite; returns the summary (also written to OUT_DIR/summary.json). `only`: the names of
+    the data sets to run (persona, polis, and the psychotools names); None = all."""
     from palrm.data.paircomp import build_paircomp
     from palrm.data.persona import build_persona
     from palrm.data.polis import build_polis
@@ -192,23 +224,31 @@ def run_real(out_dir: str | Path = "results/real", *, profile: str = "quick", se
     say = say or (lambda _m: None)
     prof = PROFILES[profile]
     set_threads(threads)
+    known = ("persona", "polis", *prof["paircomp"])
+    if only is not None and (bad := [n for n in only if n not in known]):
+        raise ConfigError(f"--only {','.join(bad)}: unknown data set; expected some of {', '.join(known)}")
+    wanted = (lambda name: only is None or name in only)
     start = time.perf_counter()
     summary: dict = {"profile": profile, "seed": seed, "shots": list(SHOTS), "sets": {}, "notes": []}
+    if only is not None:
+        summary["only"] = list(only)
     sizes = {} if prof["persona_users"] is None else dict(zip(("n_seen_users", "n_unseen_users"), prof["persona_users"]))
-    ds = build_persona(k=3, seed=seed, **sizes)
-    pairs = with_embeddings(ds.pairs, encoder)
-    summary["sets"]["persona"] = evaluate_set("persona", pairs.for_users(ds.seen_users).compact_users(),
-                                              pairs.for_users(ds.unseen_users).compact_users(), ("pairs", "items"),
-                                              prof, seed, say)
-    try:
-        pol = build_polis(source=polis_source, seed=seed)
-        pairs = with_embeddings(pol.pairs, encoder)
-        summary["sets"]["polis"] = evaluate_set("polis", pairs.for_users(pol.seen_users).compact_users(),
-                                                pairs.for_users(pol.unseen_users).compact_users(), ("pairs", "items"),
-                                                prof, seed, say)
-    except Exception as exc:  # noqa: BLE001 - data not present on this machine: say so in the summary
-        summary["notes"].append(f"polis skipped: {exc}")
-    for name in prof["paircomp"]:
+    if wanted("persona"):
+        ds = build_persona(k=3, seed=seed, **sizes)
+        pairs = with_embeddings(ds.pairs, encoder)
+        summary["sets"]["persona"] = evaluate_set("persona", pairs.for_users(ds.seen_users).compact_users(),
+                                                  pairs.for_users(ds.unseen_users).compact_users(), ("pairs", "items"),
+                                                  prof, seed, say)
+    if wanted("polis"):
+        try:
+            pol = build_polis(source=polis_source, seed=seed)
+            pairs = with_embeddings(pol.pairs, encoder)
+            summary["sets"]["polis"] = evaluate_set("polis", pairs.for_users(pol.seen_users).compact_users(),
+                                                    pairs.for_users(pol.unseen_users).compact_users(),
+                                                    ("pairs", "items"), prof, seed, say)
+        except Exception as exc:  # noqa: BLE001 - data not present on this machine: say so in the summary
+            summary["notes"].append(f"polis skipped: {exc}")
+    for name in filter(wanted, prof["paircomp"]):
         try:
             pc = build_paircomp(name, source=paircomp_source)
         except Exception as exc:  # noqa: BLE001

@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
     b.add_argument("--persona-source", help="the full anthropic-persona folder (default: the shipped subset)")
     b.add_argument("--paircomp-source", help="psychotools CSV folder (default: $PALRM_PAIRCOMP_DIR or ../shared/data/psychotools-paircomp)")
     b.add_argument("--polis-source", help="Polis conversations folder (default: $PALRM_POLIS_DIR or ../shared/data/polis)")
+    b.add_argument("--only", metavar="SET[,SET...]", help="real suite: run only these data sets (persona, polis, "
+                   "Topmodel2007, FirstNames, GermanParties2009, SoundQuality); docs are not updated from such a run")
     b.add_argument("--report-only", action="store_true", help="only regenerate the docs tables from existing RESULTS/<suite>/")
     b.add_argument("--silent", action="store_true", help="no progress lines")
     b.set_defaults(func=cmd_bench)
@@ -56,12 +58,15 @@ def cmd_bench(args) -> int:
             from palrm.bench.real import run_real
 
             run_real(results / "real", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder,
-                     paircomp_source=args.paircomp_source, polis_source=args.polis_source, say=say)
+                     paircomp_source=args.paircomp_source, polis_source=args.polis_source, say=say,
+                     only=args.only.split(",") if args.only else None)
         else:
             from palrm.bench.perf import run_perf
 
             run_perf(results / "perf", profile=profile, seed=args.seed, threads=args.threads, encoder=args.encoder, say=say)
-    if args.docs and (profile != "smoke" or args.report_only):
+    if args.only and not args.report_only:
+        say("--only: a partial run; docs not updated")
+    elif args.docs and (profile != "smoke" or args.report_only):
         if not Path(args.docs).is_file():
             say(f"{args.docs} not found (run from the palrm checkout or pass --docs PATH); docs not updated")
         else:
