@@ -28,3 +28,13 @@ def test_item_split_holds_the_same_items_out_for_seen_and_new_users(synthetic):
     # test pairs are between held-out items only
     for d in (seen_test, new_test):
         assert items(d) <= test_items
+
+
+def test_only_names_unknown_sets(tmp_path):
+    import pytest
+
+    from palrm.bench.real import run_real
+    from palrm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--only Polis: unknown data set; expected some of persona, polis"):
+        run_real(tmp_path, profile="smoke", only=["Polis"])
