@@ -25,6 +25,9 @@ def test_item_split_holds_the_same_items_out_for_seen_and_new_users(synthetic):
     val_only = items(val) - items(train)
     assert val_only
     assert all(c in val_only or r in val_only for c, r in zip(val.chosen, val.rejected))
+    # seen users are users with training pairs (the others would be scored as unknown)
+    trained = set(train.users_present())
+    assert set(val.users_present()) <= trained and set(seen_test.users_present()) <= trained
     # test pairs are between held-out items only
     for d in (seen_test, new_test):
         assert items(d) <= test_items
