@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from palrm import __version__
 from palrm.atomic import atomic_directory
 from palrm.core import (
     Embedder,
@@ -51,6 +50,7 @@ from palrm.core import (
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
 from palrm.training.posterior import UserPosterior, parse_risk, reward_samples
 from palrm.normalization import NO_STATS_HINT, RewardNormalizer
+from palrm.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from palrm import __version__
+    from palrm.version import __version__
 
     return __version__
 

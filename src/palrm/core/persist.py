@@ -28,15 +28,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from palrm import __version__
 from palrm.atomic import atomic_directory
 from palrm.config import PALConfig
 from palrm.core.state import FittedModel
 from palrm.core.table import CUSTOM_ENCODER, Embedder, build_encoder, encoder_spec
 from palrm.errors import ConfigError, ModelFileError
 from palrm.models import build_net
-from palrm.training.posterior import PopulationPrior, UserPosterior
 from palrm.normalization import RewardNormalizer
+from palrm.training.posterior import PopulationPrior, UserPosterior
+from palrm.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -667,6 +667,6 @@ def render_html(result: dict) -> str:
 
 
 def _version() -> str:
-    from palrm import __version__
+    from palrm.version import __version__
 
     return __version__

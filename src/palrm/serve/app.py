@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from palrm import __version__
 from palrm.errors import PalrmError, UnknownUserError
 from palrm.serve.engine import Item, QueueFull, RewardEngine, UnknownPool, sigmoid
+from palrm.version import __version__
 
 logger = logging.getLogger(__name__)
 
