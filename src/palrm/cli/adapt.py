@@ -4,34 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from palrm.cli.flags import (
-    add_data_flags,
-    add_device_flag,
-    add_json_flag,
-    add_progress_flag,
-    add_shortcut,
-    load_data,
-    metrics_line,
-    print_json,
-    reconfigure,
-    write_rejected,
-)
+from palrm.cli.flags import add_saved_model_flags, add_shortcut, load_data, metrics_line, print_json, reconfigure, write_rejected
 from palrm.errors import ConfigError
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("adapt", help="onboard new users (or update known ones) from a few pairs; shared weights stay fixed")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory to start from")
-    add_data_flags(p)
+    add_saved_model_flags(p, "model directory to start from", "print the learned weights as JSON")
     p.add_argument("--output", metavar="DIR", help="where to save the adapted model (default: overwrite --model, atomically)")
     p.add_argument("--reset", action="store_true", help="re-learn known users from the population instead of their current weights")
     add_shortcut(p, "steps", int, "optimisation steps", metavar="N")
     add_shortcut(p, "adapt_lr", float, "learning rate", metavar="LR")
     add_shortcut(p, "prior", str, "none = maximum likelihood (paper); gaussian or mixture = MAP toward the known users",
                  choices=["none", "gaussian", "mixture"])
-    add_json_flag(p, "print the learned weights as JSON")
-    add_device_flag(p)
-    add_progress_flag(p)
     p.set_defaults(func=cmd_adapt)
 
 

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from palrm.cli.flags import (
-    add_data_flags,
-    add_device_flag,
-    add_json_flag,
-    add_progress_flag,
-    load_data,
-    metrics_line,
-    print_json,
-    reconfigure,
-    write_rejected,
-)
+from palrm.cli.flags import add_saved_model_flags, load_data, metrics_line, print_json, reconfigure, write_rejected
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="accuracy and log-loss of a saved model on a pair file")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory (RUN_DIR/model)")
-    add_data_flags(p)
-    add_json_flag(p, "print the metrics as one JSON object")
+    add_saved_model_flags(p, "model directory (RUN_DIR/model)", "print the metrics as one JSON object")
     p.add_argument("--per-user", action="store_true", help="include per-user accuracy")
-    add_device_flag(p)
-    add_progress_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
 

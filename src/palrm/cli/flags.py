@@ -125,6 +125,20 @@ def reconfigure(model, overrides: dict[str, Any]) -> None:
         setattr(model.config_, f.name, getattr(new, f.name))
 
 
+# ---------------------------------------------------------------------------------------------- saved model
+def add_saved_model_flags(p: argparse.ArgumentParser, model_help: str, json_help: str = "print JSON", *,
+                          data: bool = True, progress: bool = True) -> None:
+    """The opening of a command that works on a saved model: --model DIR (required), the data flags
+    (`add_data_flags`, unless `data` is False), --json, --device and --no-progress (unless `progress` is False)."""
+    p.add_argument("--model", required=True, metavar="DIR", help=model_help)
+    if data:
+        add_data_flags(p)
+    add_json_flag(p, json_help)
+    add_device_flag(p)
+    if progress:
+        add_progress_flag(p)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def add_data_flags(p: argparse.ArgumentParser, required: bool = True, many: bool = False) -> None:
     """--data (one FILE, or several with `many`), --embeddings, --on-invalid and the column-name flags of palrm.data.ColumnMap."""

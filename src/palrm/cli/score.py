@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from palrm.cli.flags import add_device_flag, add_json_flag, add_mixture_flags, mixture_from_args, print_json, reconfigure
+from palrm.cli.flags import add_mixture_flags, add_saved_model_flags, mixture_from_args, print_json, reconfigure
 from palrm.errors import ConfigError, DataFormatError
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("score", help="rewards r(user, prompt, response)")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory")
+    add_saved_model_flags(p, "model directory", data=False, progress=False)
     add_mixture_flags(p)
     p.add_argument("--prompt", default="", help="the prompt (default: none)")
     p.add_argument("--response", action="append", metavar="TEXT", help="a response to score (repeatable)")
     p.add_argument("--input", metavar="FILE", help="JSONL/CSV/Parquet with response[, prompt, user_id] columns")
     p.add_argument("--normalize", action="store_true", help="return (r - mean) / std with the model's reference statistics (the training responses' rewards); default: raw rewards")
-    add_json_flag(p)
-    add_device_flag(p)
     p.set_defaults(func=cmd_score)
 
 
