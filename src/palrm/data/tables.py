@@ -271,16 +271,11 @@ def load_pairs(
         second = text_column(table, second_col, required=True)
         prompts = text_column(table, columns.prompt, required=False) if has_prompt else np.full(n, "", dtype=object)
         same = np.fromiter((a.strip() != "" and a.strip() == b.strip() for a, b in zip(first, second)), dtype=bool, count=n)
-        table.flag(
-            "identical_responses",
-            f"{first_col!r} and {second_col!r} are identical (ignoring surrounding whitespace)",
-            same,
-            "A pair must compare two different responses; remove these rows.",
-        )
-        keep = _drop_invalid(table, on_invalid, meta)
+        keep = _flag_identical(table, same, f"{first_col!r} and {second_col!r} are identical (ignoring surrounding whitespace)",
+                               on_invalid, meta)
         if keep is not None:
-            users, first, second, prompts, prefer_first = users[keep], first[keep], second[keep], prompts[keep], prefer_first[keep]
-            split, group = (None if split is None else split[keep]), (None if group is None else group[keep])
+            users, first, second, prompts, prefer_first, split, group = _rows(
+                keep, users, first, second, prompts, prefer_first, split, group)
             n = len(users)
         if all(INT_RE.match(t.strip()) for t in np.concatenate([first, second])):
             logger.warning(
@@ -290,11 +285,7 @@ def load_pairs(
             )
         # One table of unique texts, in order of first appearance (prompt, first, second per row).
         stacked = np.stack([prompts, first, second], axis=1).ravel()
-        keep = stacked != ""
-        codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
-        kept_codes, uniques = pd.factorize(pd.Series(stacked[keep], dtype=object))
-        codes[keep] = kept_codes
-        codes = codes.reshape(n, 3)
+        codes, uniques = _codes(stacked, stacked != "", n)
         texts = [str(t) for t in uniques]
         matrix = None
     else:
@@ -307,24 +298,13 @@ def load_pairs(
             else np.full(n, -1, dtype=np.int64)
         )
         same = (rows_first == rows_second) & (rows_first >= 0)
-        table.flag(
-            "identical_responses",
-            f"{first_col!r} and {second_col!r} reference the same embedding row",
-            same,
-            "A pair must compare two different responses; remove these rows.",
-        )
-        keep = _drop_invalid(table, on_invalid, meta)
+        keep = _flag_identical(table, same, f"{first_col!r} and {second_col!r} reference the same embedding row", on_invalid, meta)
         if keep is not None:
-            users, rows_first, rows_second, rows_prompt = users[keep], rows_first[keep], rows_second[keep], rows_prompt[keep]
-            prefer_first = prefer_first[keep]
-            split, group = (None if split is None else split[keep]), (None if group is None else group[keep])
+            users, rows_first, rows_second, rows_prompt, prefer_first, split, group = _rows(
+                keep, users, rows_first, rows_second, rows_prompt, prefer_first, split, group)
             n = len(users)
         stacked = np.stack([rows_prompt, rows_first, rows_second], axis=1).ravel()
-        keep = stacked >= 0
-        codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
-        kept_codes, used_rows = pd.factorize(stacked[keep])
-        codes[keep] = kept_codes
-        codes = codes.reshape(n, 3)
+        codes, used_rows = _codes(stacked, stacked >= 0, n)
         used_rows = np.asarray(used_rows, dtype=np.int64)
         matrix = full_matrix[used_rows]
         texts = [ids[r] for r in used_rows] if ids is not None else [str(int(r)) for r in used_rows]
@@ -354,6 +334,26 @@ def load_pairs(
         "" if data.has_prompts else ", no prompts",
     )
     return data
+
+
+def _flag_identical(table: Table, same: np.ndarray, problem: str, on_invalid: str, meta: dict) -> np.ndarray | None:
+    """Flag the rows `same` (both responses the same, as `problem` says), then `_drop_invalid` every invalid row."""
+    table.flag("identical_responses", problem, same, "A pair must compare two different responses; remove these rows.")
+    return _drop_invalid(table, on_invalid, meta)
+
+
+def _rows(keep: np.ndarray, *arrays: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+    """Each of `arrays` restricted to the rows `keep` (None stays None)."""
+    return tuple(None if a is None else a[keep] for a in arrays)
+
+
+def _codes(stacked: np.ndarray, present: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """((n, 3) codes, uniques): the stacked (prompt, first, second) values of `n` rows numbered in order of first
+    appearance among the `present` ones; NO_PROMPT where a value is not present (an absent prompt)."""
+    codes = np.full(len(stacked), NO_PROMPT, dtype=np.int64)
+    kept_codes, uniques = pd.factorize(stacked[present])
+    codes[present] = kept_codes
+    return codes.reshape(n, 3), uniques
 
 
 def _drop_invalid(table: Table, on_invalid: str, meta: dict) -> np.ndarray | None:

@@ -292,6 +292,16 @@ def _blank_mask(texts: np.ndarray) -> np.ndarray:
     return (pd.Series(texts, dtype=object).str.strip() == "").to_numpy(dtype=bool)
 
 
+def _flag_non_text(table: Table, column: str, values: np.ndarray, mask: np.ndarray, fix: str, *,
+                   show_value: bool = False) -> None:
+    """Flag the rows `mask` of `column` as non_text, naming the type (and with `show_value` the value) of the first."""
+    if not mask.any():
+        return
+    example = values[np.flatnonzero(mask)[0]]
+    shown = f" (e.g. {example!r})" if show_value else ""
+    table.flag("non_text", f"column {column!r} holds {type(example).__name__} values{shown} instead of text", mask, fix)
+
+
 def text_column(table: Table, column: str, *, required: bool) -> np.ndarray:
     """Validated texts of `column` as an object array; "" marks a missing optional value."""
     values = column_values(table, column)
@@ -301,27 +311,20 @@ def text_column(table: Table, column: str, *, required: bool) -> np.ndarray:
         texts = values
     else:
         nonscalar = np.fromiter((is_nonscalar(v) for v in values), dtype=bool, count=len(values))
-        if nonscalar.any():
-            example = values[np.flatnonzero(nonscalar)[0]]
-            table.flag(
-                "non_text",
-                f"column {column!r} holds {type(example).__name__} values instead of text",
-                nonscalar,
-                "palrm expects plain strings. For TRL's conversational format (lists of messages) apply your chat "
-                "template first, e.g. tokenizer.apply_chat_template(messages, tokenize=False).",
-            )
+        _flag_non_text(
+            table, column, values, nonscalar,
+            "palrm expects plain strings. For TRL's conversational format (lists of messages) apply your chat "
+            "template first, e.g. tokenizer.apply_chat_template(messages, tokenize=False).",
+        )
         null = _null_mask(values)
         not_text = np.fromiter((not (n or s or isinstance(v, str)) for v, n, s in zip(values, null, nonscalar)), dtype=bool,
                                count=len(values))
-        if not_text.any():
-            example = values[np.flatnonzero(not_text)[0]]
-            table.flag(
-                "non_text",
-                f"column {column!r} holds {type(example).__name__} values (e.g. {example!r}) instead of text",
-                not_text,
-                "If these are row ids into precomputed embeddings, pass embeddings=PATH (--embeddings PATH); "
-                "otherwise store the texts as strings.",
-            )
+        _flag_non_text(
+            table, column, values, not_text,
+            "If these are row ids into precomputed embeddings, pass embeddings=PATH (--embeddings PATH); "
+            "otherwise store the texts as strings.",
+            show_value=True,
+        )
         flagged = nonscalar | not_text
         null |= flagged  # flagged above; read as missing from here on
         texts = np.where(null, "", values).astype(object)
