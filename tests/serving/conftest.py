@@ -1,4 +1,5 @@
-"""Fixtures of the serving tests: a private PostgreSQL cluster shared by the whole session."""
+"""Fixtures of the serving tests: a tiny model per test module, and a private PostgreSQL cluster shared by the
+whole session."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import itertools
 
 import pytest
 
+from tests.serving.helpers import train_tiny_model
 from tests.serving.pg import PrivateCluster, why_unavailable
 
 _names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def model_dir(request, tmp_path_factory):
+    """The tiny PAL-B model (`train_tiny_model`), trained once per test module."""
+    return train_tiny_model(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "model")
 
 
 @pytest.fixture(scope="session")

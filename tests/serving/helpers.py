@@ -1,4 +1,5 @@
-"""Helpers of the serving tests: a tiny text model (hashing encoder) and the real server in a subprocess."""
+"""Helpers of the serving tests: a tiny text model (hashing encoder), an in-process engine, the real server in a
+subprocess, and an adapt storm that SIGKILLs it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +27,13 @@ def train_tiny_model(directory: Path, *, kind: str = "pal-b", k: int = 2, seed: 
     model = PALRewardModel(kind=kind, k=k, encoder="hashing:256", epochs=8, seed=seed, progress=False).fit(frame)
     model.save(directory)
     return directory
+
+
+def make_engine(model_dir: Path, tmp_path: Path, **settings):
+    """A `RewardEngine` on `model_dir` with its SQLite user store in `tmp_path` (`settings`: more `ServeSettings`)."""
+    from palrm.serve.engine import RewardEngine, ServeSettings
+
+    return RewardEngine(model_dir, ServeSettings(store_path=tmp_path / "users.sqlite", **settings))
 
 
 def free_port() -> int:
@@ -78,3 +87,45 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.client.close()
+
+
+def adapt_storm_then_kill(srv: Server, pairs: list[dict], *, workers: int, min_acked: int,
+                          shared_user: str | None = None) -> tuple[dict[str, dict], list[dict]]:
+    """Adapt users on `srv` from `workers` threads, SIGKILL it in the middle, and return what it acknowledged.
+
+    Worker w's i-th adapt is of a new user `storm-w-i` (or, when `shared_user` is given, of `shared_user` for
+    every third one) on the first 1 + (w + i) % len(pairs) of `pairs`. The server is killed once `min_acked`
+    new users were acknowledged (or after 60 s). Returns (the answer of each acknowledged new user, the
+    acknowledged answers of `shared_user` in the order they came).
+    """
+    acked: dict[str, dict] = {}
+    shared: list[dict] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def storm(worker: int) -> None:
+        client = httpx.Client(base_url=srv.url, timeout=30)
+        i = 0
+        while not stop.is_set():
+            user = f"storm-{worker}-{i}" if shared_user is None or i % 3 else shared_user
+            try:
+                r = client.post(f"/v1/users/{user}/adapt", json={"pairs": pairs[: 1 + (worker + i) % len(pairs)]})
+            except httpx.HTTPError:
+                break  # the server is gone
+            if r.status_code == 200:
+                with lock:
+                    (shared.append(r.json()) if user == shared_user else acked.__setitem__(user, r.json()))
+            i += 1
+        client.close()
+
+    threads = [threading.Thread(target=storm, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acked) < min_acked and time.monotonic() < deadline:
+        time.sleep(0.05)
+    srv.kill()  # SIGKILL in the middle of the storm
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    return acked, shared

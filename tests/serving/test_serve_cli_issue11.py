@@ -8,12 +8,6 @@ import pytest
 
 from palrm import PALRewardModel
 from palrm.cli import main
-from tests.serving.helpers import train_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("cli11") / "model")
 
 
 @pytest.mark.parametrize("flags, needle", [

@@ -18,20 +18,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 from palrm import PALRewardModel  # noqa: E402
 from palrm.errors import ConfigError  # noqa: E402
 from palrm.serve.app import create_app  # noqa: E402
-from palrm.serve.engine import Item, RewardEngine, ServeSettings  # noqa: E402
+from palrm.serve.engine import Item  # noqa: E402
 from tests.conftest import text_pairs_frame  # noqa: E402
-from tests.serving.helpers import train_tiny_model  # noqa: E402
+from tests.serving.helpers import make_engine  # noqa: E402
 
 PROMPT = "Which pet?"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("encoding") / "model")
-
-
-def _engine(model_dir, tmp_path, **kw) -> RewardEngine:
-    return RewardEngine(model_dir, ServeSettings(store_path=tmp_path / "users.sqlite", **kw))
 
 
 def _run(engine, *rounds):
@@ -60,7 +51,7 @@ def _count_encoder_calls(engine) -> list[list[str]]:
 
 
 def test_grpo_groups_encode_each_distinct_text_once_and_prompts_come_from_the_cache(model_dir, tmp_path):
-    engine = _engine(model_dir, tmp_path, prompt_cache_size=16)
+    engine = make_engine(model_dir, tmp_path, prompt_cache_size=16)
     calls = _count_encoder_calls(engine)
     groups = [[Item(f"user{i}", None, f"Prompt {i % 2}", f"completion {i}-{g % 6}") for g in range(8)] for i in range(4)]
     again = [[Item("user0", None, "Prompt 0", "a new completion")], [Item("user1", None, "Prompt 1", "another")]]
@@ -78,7 +69,7 @@ def test_grpo_groups_encode_each_distinct_text_once_and_prompts_come_from_the_ca
 
 
 def test_batches_are_capped_by_tokens(model_dir, tmp_path):
-    engine = _engine(model_dir, tmp_path, max_batch_tokens=40)
+    engine = make_engine(model_dir, tmp_path, max_batch_tokens=40)
     text = "x" * 37  # 2 + ceil(37 / 4) = 12 estimated tokens: three requests per 40-token batch
     requests = [[Item("user0", None, "", f"{text}{i}")] for i in range(9)] + [[Item("user0", None, "", "y" * 400)]]
     results = _run(engine, requests)
@@ -103,7 +94,7 @@ def test_normalised_rewards_per_server_and_per_request(model_dir, tmp_path):
     norm = model.reward("user0", PROMPT, responses, normalize=True)
     np.testing.assert_allclose(norm, (np.array(raw) - stats.mean) / stats.std, rtol=1e-5, atol=1e-5)
     body = {"items": [{"user_id": "user0", "prompt": PROMPT, "response": r} for r in responses]}
-    with TestClient(create_app(_engine(model_dir, tmp_path, normalize=True))) as client:
+    with TestClient(create_app(make_engine(model_dir, tmp_path, normalize=True))) as client:
         np.testing.assert_allclose(client.post("/v1/reward", json=body).json()["rewards"], norm, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(client.post("/v1/reward", json={**body, "normalize": False}).json()["rewards"], raw,
                                    rtol=1e-5, atol=1e-5)
@@ -119,10 +110,10 @@ def test_normalised_rewards_per_server_and_per_request(model_dir, tmp_path):
 def test_normalize_without_statistics_is_a_clear_error(model_dir, tmp_path):
     bare = _without_stats(model_dir, tmp_path)
     with pytest.raises(ConfigError, match="measure_reward_stats"):
-        _engine(bare, tmp_path, normalize=True)
+        make_engine(bare, tmp_path, normalize=True)
     with pytest.raises(ConfigError, match="measure_reward_stats"):
         PALRewardModel.load(bare).reward("user0", PROMPT, ["a"], normalize=True)
-    with TestClient(create_app(_engine(bare, tmp_path / "raw"))) as client:
+    with TestClient(create_app(make_engine(bare, tmp_path / "raw"))) as client:
         r = client.post("/v1/reward", json={"items": [{"user_id": "user0", "response": "a"}], "normalize": True})
         assert r.status_code == 422 and "measure_reward_stats" in r.json()["detail"]
     model = PALRewardModel.load(bare)
@@ -136,9 +127,9 @@ def test_normalize_without_statistics_is_a_clear_error(model_dir, tmp_path):
 def test_encoder_backend_onnx_needs_a_sentence_transformers_model(model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     with pytest.raises(ConfigError, match="sentence-transformers"):
-        _engine(model_dir, tmp_path, encoder_backend="onnx")  # the tiny model uses the hashing encoder
+        make_engine(model_dir, tmp_path, encoder_backend="onnx")  # the tiny model uses the hashing encoder
     with pytest.raises(ConfigError, match="--encoder-backend"):
-        _engine(model_dir, tmp_path, encoder_backend="tensorrt")
+        make_engine(model_dir, tmp_path, encoder_backend="tensorrt")
 
 
 @pytest.mark.slow
@@ -147,17 +138,17 @@ def test_onnx_backend_serves_the_torch_rewards(tmp_path):
     model = PALRewardModel(kind="pal-b", k=2, encoder="minilm", epochs=2, seed=0, progress=False)
     model.fit(text_pairs_frame(n_users=4, pairs_per_user=6)).save(tmp_path / "model")
     items = [Item("user0", None, PROMPT, f"I love cats, answer {i}") for i in range(3)] + [Item("user1", None, "", "Dogs!")]
-    torch_r = _run(_engine(tmp_path / "model", tmp_path / "t"), [items])[0]
-    onnx_engine = _engine(tmp_path / "model", tmp_path / "o", encoder_backend="onnx")
+    torch_r = _run(make_engine(tmp_path / "model", tmp_path / "t"), [items])[0]
+    onnx_engine = make_engine(tmp_path / "model", tmp_path / "o", encoder_backend="onnx")
     np.testing.assert_allclose(_run(onnx_engine, [items])[0], torch_r, rtol=1e-4, atol=1e-4)
-    int8 = _run(_engine(tmp_path / "model", tmp_path / "q", encoder_backend="onnx-int8"), [items])[0]
+    int8 = _run(make_engine(tmp_path / "model", tmp_path / "q", encoder_backend="onnx-int8"), [items])[0]
     assert np.isfinite(int8).all() and np.abs(np.array(int8) - torch_r).max() < 0.05 * np.abs(torch_r).max()
     assert onnx_engine.health()["encoder_backend"] == "onnx"
 
 
 @pytest.fixture(scope="module")
 def fuzz_client(model_dir, tmp_path_factory):
-    engine = _engine(model_dir, tmp_path_factory.mktemp("fuzz"), max_items=8, max_batch_tokens=64)
+    engine = make_engine(model_dir, tmp_path_factory.mktemp("fuzz"), max_items=8, max_batch_tokens=64)
     with TestClient(create_app(engine), raise_server_exceptions=False) as client:
         yield client
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +11,7 @@ import pytest
 
 from palrm import PALRewardModel
 from palrm.cli import main
-from tests.serving.helpers import Server, train_tiny_model
+from tests.serving.helpers import Server, adapt_storm_then_kill
 
 PROMPT = "Which pet?"
 CATS, DOGS = "I love cats, answer 3", "Dogs are the best, reply 4"
@@ -23,11 +21,6 @@ DOG_FAN_PAIRS = [{"prompt": PROMPT, "chosen": f"Dogs are the best, reply {i}", "
 
 def _digest(directory):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("serve") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -201,37 +194,7 @@ def test_acknowledged_adapts_survive_sigkill(model_dir, tmp_path):
     before = _digest(model_dir)
     store = tmp_path / "users.sqlite"
     srv = Server(model_dir, "--store", str(store), log=tmp_path / "log1")
-    acked: dict[str, dict] = {}
-    shared: list[dict] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def storm(worker: int) -> None:
-        client = httpx.Client(base_url=srv.url, timeout=30)
-        i = 0
-        while not stop.is_set():
-            user = f"storm-{worker}-{i}" if i % 3 else "shared"
-            pairs = DOG_FAN_PAIRS[: 1 + (worker + i) % 6]
-            try:
-                r = client.post(f"/v1/users/{user}/adapt", json={"pairs": pairs})
-            except httpx.HTTPError:
-                break  # the server is gone
-            if r.status_code == 200:
-                with lock:
-                    (shared.append(r.json()) if user == "shared" else acked.__setitem__(user, r.json()))
-            i += 1
-        client.close()
-
-    threads = [threading.Thread(target=storm, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 40 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    srv.kill()  # SIGKILL in the middle of the storm
-    stop.set()
-    for t in threads:
-        t.join(timeout=60)
+    acked, shared = adapt_storm_then_kill(srv, DOG_FAN_PAIRS, workers=8, min_acked=40, shared_user="shared")
     assert len(acked) >= 40 and shared
 
     srv = Server(model_dir, "--store", str(store), log=tmp_path / "log2")

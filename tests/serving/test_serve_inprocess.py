@@ -15,23 +15,14 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from palrm.serve.app import create_app  # noqa: E402
-from palrm.serve.engine import Item, QueueFull, RewardEngine, ServeSettings  # noqa: E402
-from tests.serving.helpers import train_tiny_model  # noqa: E402
+from palrm.serve.engine import Item, QueueFull  # noqa: E402
+from tests.serving.helpers import make_engine  # noqa: E402
 
 PROMPT = "Which pet?"
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("inproc") / "model")
-
-
-def _engine(model_dir, tmp_path, **kw) -> RewardEngine:
-    return RewardEngine(model_dir, ServeSettings(store_path=tmp_path / "users.sqlite", **kw))
-
-
 def test_concurrent_requests_share_one_forward(model_dir, tmp_path):
-    engine = _engine(model_dir, tmp_path)
+    engine = make_engine(model_dir, tmp_path)
     requests = [[Item(f"user{i % 8}", None, PROMPT, f"answer {i} {j}") for j in range(1 + i % 3)] for i in range(20)]
 
     async def run():
@@ -50,7 +41,7 @@ def test_concurrent_requests_share_one_forward(model_dir, tmp_path):
 
 
 def test_bounded_queue_answers_503(model_dir, tmp_path):
-    engine = _engine(model_dir, tmp_path, queue_items=4, max_items=16)
+    engine = make_engine(model_dir, tmp_path, queue_items=4, max_items=16)
     items = [Item("user0", None, PROMPT, f"x{i}") for i in range(5)]
 
     async def direct():
@@ -63,7 +54,7 @@ def test_bounded_queue_answers_503(model_dir, tmp_path):
             await engine.stop()
 
     assert len(asyncio.run(direct())) == 4
-    engine = _engine(model_dir, tmp_path, queue_items=4, max_items=16)
+    engine = make_engine(model_dir, tmp_path, queue_items=4, max_items=16)
     with TestClient(create_app(engine)) as client:
         body = {"items": [{"user_id": "user0", "prompt": PROMPT, "response": f"x{i}"} for i in range(5)]}
         r = client.post("/v1/reward", json=body)
@@ -76,7 +67,7 @@ def test_unbatched_mode_gives_the_same_rewards(model_dir, tmp_path):
     body = {"items": [{"user_id": f"user{i}", "prompt": PROMPT, "response": f"I love cats, answer {i}"} for i in range(8)]}
     out = []
     for batching in (True, False):
-        with TestClient(create_app(_engine(model_dir, tmp_path / str(batching), batching=batching))) as client:
+        with TestClient(create_app(make_engine(model_dir, tmp_path / str(batching), batching=batching))) as client:
             out.append(client.post("/v1/reward", json=body).json()["rewards"])
     np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
 
@@ -121,7 +112,7 @@ def from_schema(schema: dict, defs: dict, name: str = "") -> st.SearchStrategy:
 
 @pytest.fixture(scope="module")
 def fuzz_client(model_dir, tmp_path_factory):
-    engine = _engine(model_dir, tmp_path_factory.mktemp("fuzz"), max_items=8, max_pairs=4, max_body_bytes=8192)
+    engine = make_engine(model_dir, tmp_path_factory.mktemp("fuzz"), max_items=8, max_pairs=4, max_body_bytes=8192)
     engine.model.config_.adapt.steps = 20  # keep adapts quick; the contract, not the fit, is under test
     with TestClient(create_app(engine), raise_server_exceptions=False) as client:
         yield client
@@ -164,7 +155,7 @@ DOG_PAIRS = [{"prompt": PROMPT, "chosen": f"Dogs are the best, reply {i}", "reje
 
 
 def test_population_weights_are_not_resolved_on_the_event_loop(model_dir, tmp_path, monkeypatch):
-    engine = _engine(model_dir, tmp_path)
+    engine = make_engine(model_dir, tmp_path)
 
     def touched(*a, **k):
         raise AssertionError("the user table was read on the event loop")
@@ -179,7 +170,7 @@ def test_population_weights_are_not_resolved_on_the_event_loop(model_dir, tmp_pa
 
 
 def test_failed_store_write_leaves_no_user_row_behind(model_dir, tmp_path, monkeypatch):
-    engine = _engine(model_dir, tmp_path)
+    engine = make_engine(model_dir, tmp_path)
     state = engine.state
     n_users, n_rows = len(state.users), state.net.num_users
     trained = state.user_logits("user0")
@@ -203,7 +194,7 @@ def test_failed_store_write_leaves_no_user_row_behind(model_dir, tmp_path, monke
 def test_start_up_grows_the_user_table_once(model_dir, tmp_path, monkeypatch):
     from palrm.models.base import RewardNet
 
-    engine = _engine(model_dir, tmp_path)
+    engine = make_engine(model_dir, tmp_path)
     for i in range(6):
         engine.adapt_sync(f"stored{i}", DOG_PAIRS[: 2 + i % 3])
     engine.store.close()
@@ -215,7 +206,7 @@ def test_start_up_grows_the_user_table_once(model_dir, tmp_path, monkeypatch):
         return orig(self, n_new, init)
 
     monkeypatch.setattr(RewardNet, "grow_users", counting)
-    again = _engine(model_dir, tmp_path)
+    again = make_engine(model_dir, tmp_path)
     assert calls == [6]
     assert [u for u in again.state.users[-6:]] == [f"stored{i}" for i in range(6)]
     again.store.close()
@@ -224,11 +215,11 @@ def test_start_up_grows_the_user_table_once(model_dir, tmp_path, monkeypatch):
 @pytest.mark.parametrize("user", ["fresh-user", "user1"])
 def test_adapting_a_known_user_refits_on_all_their_pairs(model_dir, tmp_path, user):
     """Two adapts (first 3 pairs, then 3 more) end where one adapt on all 6 does: the store keeps the pairs."""
-    a = _engine(model_dir, tmp_path / "a")
+    a = make_engine(model_dir, tmp_path / "a")
     a.adapt_sync(user, DOG_PAIRS[:3])
     out = a.adapt_sync(user, DOG_PAIRS[3:])
     assert out["n_pairs"] == 6 and a.store.get(user).n_pairs == 6 and len(a.store.pairs(user)) == 6
-    b = _engine(model_dir, tmp_path / "b")
+    b = make_engine(model_dir, tmp_path / "b")
     once = b.adapt_sync(user, DOG_PAIRS)
     np.testing.assert_allclose(out["weights"], once["weights"], rtol=1e-5, atol=1e-6)
     a.store.close()
@@ -237,7 +228,7 @@ def test_adapting_a_known_user_refits_on_all_their_pairs(model_dir, tmp_path, us
 def test_aggregate_items_and_get_reward_default_give_the_library_rewards(model_dir, tmp_path):
     """/v1/reward items with "aggregate" instead of a user, mixed with users in one request, and
     /get_reward through --default-aggregate: the same rewards as model.reward(None, ..., aggregate=...)."""
-    engine = _engine(model_dir, tmp_path, default_aggregate="alpha:1")
+    engine = make_engine(model_dir, tmp_path, default_aggregate="alpha:1")
     responses = ["I love cats, answer 3", "Dogs are the best, reply 4", "cats and dogs"]
     with TestClient(create_app(engine)) as client:
         items = [{"aggregate": spec, "prompt": PROMPT, "response": r} for spec in ("maxmin", "quantile:0.1@users") for r in responses]

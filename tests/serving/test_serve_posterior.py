@@ -11,24 +11,18 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from palrm.serve.app import create_app  # noqa: E402
-from palrm.serve.engine import RewardEngine, ServeSettings  # noqa: E402
-from tests.serving.helpers import train_tiny_model  # noqa: E402
+from tests.serving.helpers import make_engine  # noqa: E402
 
 PROMPT = "Which pet?"
 POOL = [{"prompt": PROMPT, "response_a": f"I love cats, answer {i}", "response_b": f"Dogs are the best, reply {i}"} for i in range(5)] + \
        [{"prompt": PROMPT, "response_a": f"I love cats, answer {i}", "response_b": f"I love cats, answer {i + 1}"} for i in range(5)]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("post") / "model")
-
-
 def _client(model_dir, tmp_path, **kw):
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps({"prompt": p["prompt"], "chosen": p["response_a"], "rejected": p["response_b"]}) + "\n"
                             for p in POOL))
-    engine = RewardEngine(model_dir, ServeSettings(store_path=tmp_path / "users.sqlite", query_pools={"onboarding": str(pool)}, **kw))
+    engine = make_engine(model_dir, tmp_path, query_pools={"onboarding": str(pool)}, **kw)
     return TestClient(create_app(engine)), engine
 
 

@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 
-import httpx
 import pytest
 
-from tests.serving.helpers import SRC, Server, free_port, train_tiny_model
+from tests.serving.helpers import SRC, Server, adapt_storm_then_kill, free_port
 
 pytestmark = pytest.mark.slow
 
 PROMPT = "Which pet?"
 DOG_FAN_PAIRS = [{"prompt": PROMPT, "chosen": f"Dogs are the best, reply {i}", "rejected": f"I love cats, answer {i}"}
                  for i in range(6)]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("replicas") / "model")
 
 
 def wait_for_user(srv: Server, user: str, version: int, timeout: float = 15.0) -> dict:
@@ -63,35 +56,7 @@ def test_a_user_adapted_on_one_replica_is_served_by_the_other(model_dir, pg_url,
 def test_sigkill_during_an_adapt_storm_loses_no_acknowledged_user(model_dir, pg_url, tmp_path):
     a = Server(model_dir, "--store", pg_url, log=tmp_path / "a.log")
     b = Server(model_dir, "--store", pg_url, log=tmp_path / "b.log")
-    acked: dict[str, dict] = {}
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def storm(worker: int) -> None:
-        client = httpx.Client(base_url=a.url, timeout=30)
-        i = 0
-        while not stop.is_set():
-            user = f"storm-{worker}-{i}"
-            try:
-                r = client.post(f"/v1/users/{user}/adapt", json={"pairs": DOG_FAN_PAIRS[: 1 + (worker + i) % 6]})
-            except httpx.HTTPError:
-                break  # the replica is gone
-            if r.status_code == 200:
-                with lock:
-                    acked[user] = r.json()
-            i += 1
-        client.close()
-
-    threads = [threading.Thread(target=storm, args=(w,)) for w in range(6)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 30 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    a.kill()  # SIGKILL in the middle of the storm
-    stop.set()
-    for t in threads:
-        t.join(timeout=60)
+    acked, _ = adapt_storm_then_kill(a, DOG_FAN_PAIRS, workers=6, min_acked=30)
     assert len(acked) >= 30
     try:
         for user, out in acked.items():  # the surviving replica serves every acknowledged user

@@ -11,14 +11,8 @@ from palrm import PALRewardModel, ScalarRewardModel
 from palrm.errors import ConfigError, UnknownUserError
 from palrm.export import export_scalar
 from palrm.integrations.trl import completion_text, prompt_text, reward_function
-from tests.serving.helpers import train_tiny_model
 
 CATS, DOGS = "I love cats, answer 3", "Dogs are the best, reply 4"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("trl") / "model")
 
 
 def test_plain_and_conversational_completions(model_dir):
