@@ -1,8 +1,9 @@
 """PostgreSQL user store of the reward service: many `palrm serve` replicas, one store.
 
-Same semantics as the SQLite `UserStore` (one row per user, replaced in one transaction, `version`
-counting the user's adapts, the user's pairs appended in the same transaction so a later adapt
-re-fits on all of them, a fingerprint guard), plus what many replicas need:
+Same semantics as the SQLite `UserStore`, from the same `SQLUserStore` (one row per user, replaced in one
+transaction, `version` counting the user's adapts, the user's pairs appended in the same transaction so a
+later adapt re-fits on all of them, a fingerprint guard); this module gives the PostgreSQL dialect and
+connection, plus what many replicas need:
 
 * **Durable acknowledged adapts.** `put` returns only after `COMMIT` with `synchronous_commit=on`,
   so an adapt acknowledged by any replica survives a SIGKILL of that replica (and of the server).
@@ -23,14 +24,13 @@ models from one database by giving each its own schema (`?options=-csearch_path%
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 from palrm.errors import ModelFileError
-from palrm.serve.store import SCHEMA_VERSION, StoredUser
+from palrm.serve.store import COLUMNS, SQLUserStore, StoredUser
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ __all__ = ["PostgresUserStore", "is_postgres_url", "redact_url"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 _LOCK_KEY = 0x7061_6C72  # "palr": the advisory lock that orders writers (held until COMMIT)
-_COLUMNS = "user_id, logits, weights, n_pairs, version, updated_at, posterior"
 
 
 def is_postgres_url(spec: object) -> bool:
@@ -58,7 +57,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresUserStore:
+class PostgresUserStore(SQLUserStore):
     """The user table in PostgreSQL (psycopg 3). Thread-safe: one connection behind a lock.
 
     Args:
@@ -71,6 +70,16 @@ class PostgresUserStore:
     """
 
     shared = True  # other processes write here too: the engine polls `changes_since`
+    PARAM = "%s"
+    USERS, PAIRS, META = "palrm_users", "palrm_user_pairs", "palrm_meta"
+    PAIR_ORDER = "id"
+    WRITE_ORDER = "seq"
+    UPSERT_USER = (
+        f"INSERT INTO palrm_users ({COLUMNS}, seq) VALUES (%s, %s, %s, %s, %s, %s, %s, nextval('palrm_users_seq')) "
+        "ON CONFLICT (user_id) DO UPDATE SET logits = EXCLUDED.logits, weights = EXCLUDED.weights, "
+        "n_pairs = EXCLUDED.n_pairs, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, "
+        "posterior = EXCLUDED.posterior, seq = EXCLUDED.seq")
+    ANOTHER_MODEL_FIX = "use another database or schema for this model, or serve the model it was made for"
 
     def __init__(self, url: str, *, fingerprint: str, k: int, connect_timeout: float = 5.0,
                  poll_interval: float = 0.2) -> None:
@@ -78,13 +87,11 @@ class PostgresUserStore:
             import psycopg
         except ImportError:
             raise ModelFileError("--store postgresql://... needs psycopg 3: pip install 'palrm[postgres]'") from None
-        self._psycopg = psycopg
         self.url = url
         self.path = redact_url(url)  # what messages show (the SQLite store shows its file path)
         self.poll_interval = float(poll_interval)
-        self._lock = threading.Lock()
         try:
-            self._db = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(round(connect_timeout))))
+            super().__init__(psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(round(connect_timeout)))))
             self._db.execute("SET synchronous_commit = on")
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # one replica creates the tables
@@ -99,78 +106,22 @@ class PostgresUserStore:
                 self._db.execute("CREATE TABLE IF NOT EXISTS palrm_user_pairs (id BIGSERIAL PRIMARY KEY, "
                                  "user_id TEXT NOT NULL, pair TEXT NOT NULL)")
                 self._db.execute("CREATE INDEX IF NOT EXISTS palrm_user_pairs_user_idx ON palrm_user_pairs (user_id, id)")
-                self._check_meta(fingerprint, k)
+                self._check_meta(fingerprint, k)  # inside the lock: two replicas never both write a new store's meta
         except psycopg.Error as exc:
             raise ModelFileError(f"user store {self.path} cannot be reached or opened "
                                  f"({_first_line(exc)}); check the URL and that the server is up") from None
 
-    def _check_meta(self, fingerprint: str, k: int) -> None:
-        rows = dict(self._db.execute("SELECT key, value FROM palrm_meta").fetchall())
-        if not rows:
-            self._db.cursor().executemany(
-                "INSERT INTO palrm_meta VALUES (%s, %s)",
-                [("schema_version", str(SCHEMA_VERSION)), ("model_fingerprint", fingerprint), ("k", str(k))])
-            return
-        if rows.get("model_fingerprint") != fingerprint or rows.get("k") != str(k):
-            raise ModelFileError(f"user store {self.path} belongs to another model (its fingerprint differs from this "
-                                 "model's files); use another database or schema for this model, or serve the model "
-                                 "it was made for")
-        if int(rows.get("schema_version", "0")) > SCHEMA_VERSION:
-            raise ModelFileError(f"user store {self.path} was written by a newer palrm; upgrade palrm")
-
-    def put(self, user_id: str, logits: list[float], weights: list[float], new_pairs: list[dict],
-            posterior: dict | None = None) -> int:
-        """Write the user's row (replacing it), append `new_pairs` to their pairs, and commit; returns the
-        user's new version. `n_pairs` counts every pair the user was adapted on."""
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
         with self._lock, self._db.transaction():
             self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # seq order = commit order
-            row = self._db.execute("SELECT version, n_pairs FROM palrm_users WHERE user_id = %s", (user_id,)).fetchone()
-            version = (row[0] if row else 0) + 1
-            total = (row[1] if row else 0) + len(new_pairs)
-            self._db.execute(
-                f"INSERT INTO palrm_users ({_COLUMNS}, seq) VALUES (%s, %s, %s, %s, %s, %s, %s, nextval('palrm_users_seq')) "
-                "ON CONFLICT (user_id) DO UPDATE SET logits = EXCLUDED.logits, weights = EXCLUDED.weights, "
-                "n_pairs = EXCLUDED.n_pairs, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at, "
-                "posterior = EXCLUDED.posterior, seq = EXCLUDED.seq",
-                (user_id, json.dumps([float(x) for x in logits]), json.dumps([float(x) for x in weights]),
-                 total, version, time.time(), None if posterior is None else json.dumps(posterior)))
-            if new_pairs:
-                self._db.cursor().executemany("INSERT INTO palrm_user_pairs (user_id, pair) VALUES (%s, %s)",
-                                              [(user_id, json.dumps(p, sort_keys=True)) for p in new_pairs])
-        return version
-
-    @staticmethod
-    def _row(row) -> StoredUser:
-        return StoredUser(row[0], json.loads(row[1]), json.loads(row[2]), int(row[3]), int(row[4]), float(row[5]),
-                          json.loads(row[6]) if row[6] else None)
-
-    def get(self, user_id: str) -> StoredUser | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM palrm_users WHERE user_id = %s", (user_id,)).fetchone()
-        return self._row(row) if row else None
-
-    def pairs(self, user_id: str) -> list[dict]:
-        """The pairs `user_id` was adapted on (through any replica), in the order they were committed."""
-        with self._lock:
-            rows = self._db.execute("SELECT pair FROM palrm_user_pairs WHERE user_id = %s ORDER BY id", (user_id,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
-
-    def all(self) -> list[StoredUser]:
-        return self.changes_since(0)[0]
+            yield
 
     def changes_since(self, seq: int) -> tuple[list[StoredUser], int]:
         """Rows written after change number `seq` (in write order) and the last change number seen."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS}, seq FROM palrm_users WHERE seq > %s ORDER BY seq", (seq,)).fetchall()
+            rows = self._db.execute(f"SELECT {COLUMNS}, seq FROM palrm_users WHERE seq > %s ORDER BY seq", (seq,)).fetchall()
         return [self._row(r) for r in rows], (int(rows[-1][7]) if rows else seq)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM palrm_users").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def _first_line(exc: BaseException) -> str:
