@@ -370,20 +370,22 @@ def _label_token(value: Any) -> int | str | None:
     return number if number in (1, -1, 0) else None
 
 
+def _flag_values(table: Table, kind: str, values: np.ndarray, bad: np.ndarray, problem, fix: str) -> None:
+    """Flag the rows `bad` as `kind`; `problem(seen)` words it from the first distinct bad values (their reprs)."""
+    if bad.any():
+        seen = sorted({repr(v) for v in values[bad]})[:MAX_ROWS_SHOWN]
+        table.flag(kind, problem(", ".join(seen)), bad, fix)
+
+
 def prefers_a(table: Table, columns: ColumnMap) -> np.ndarray:
     """(n,) bool: True where response_a is the preferred response."""
     values = column_values(table, columns.label)
     tokens = [_label_token(v) for v in values]
     bad = np.array([t is None for t in tokens], dtype=bool)
     accepted = "{1, -1}, {1, 0} or {'a', 'b'} (1 / 'a' = response_a preferred)"
-    if bad.any():
-        seen = sorted({repr(v) for v in values[bad]})[:MAX_ROWS_SHOWN]
-        table.flag(
-            "invalid_label",
-            f"label column {columns.label!r} has values outside the accepted sets (got {', '.join(seen)})",
-            bad,
-            f"Use one convention for the whole file: {accepted}.",
-        )
+    _flag_values(table, "invalid_label", values, bad,
+                 lambda seen: f"label column {columns.label!r} has values outside the accepted sets (got {seen})",
+                 f"Use one convention for the whole file: {accepted}.")
     present = {t for t in tokens if t is not None}
     if present and not any(present <= allowed for allowed in _LABEL_SETS):
         counts = [sum(t in allowed for t in tokens) for allowed in _LABEL_SETS]
@@ -422,14 +424,9 @@ def read_split(table: Table, columns: ColumnMap) -> np.ndarray | None:
     values = column_values(table, columns.split)
     names = [_SPLIT_ALIASES.get(str(v).strip().lower()) if isinstance(v, str) else None for v in values]
     bad = np.array([n is None for n in names], dtype=bool) & ~empty
-    if bad.any():
-        seen = sorted({repr(v) for v in values[bad]})[:MAX_ROWS_SHOWN]
-        table.flag(
-            "invalid_split",
-            f"split column {columns.split!r} has unknown values ({', '.join(seen)})",
-            bad,
-            f"Use {', '.join(SPLITS)} (also accepted, case-insensitive: val, valid, dev for validation).",
-        )
+    _flag_values(table, "invalid_split", values, bad,
+                 lambda seen: f"split column {columns.split!r} has unknown values ({seen})",
+                 f"Use {', '.join(SPLITS)} (also accepted, case-insensitive: val, valid, dev for validation).")
     return np.array(names, dtype=object)
 
 
