@@ -251,9 +251,13 @@ def synthetic_run(prof: Profile, seed: int, say) -> dict:
     model, secs = fit("pal-a", sp.train, sp.validation, seed=seed, k=3, users="mixture",
                       **{**SYNTH_MODEL, "epochs": 60 if prof.name != "full" else 300, "patience": 10})
     say(f"  synthetic: PAL-A K=3 fitted in {secs:.1f} s")
-    learned = model.net_.prototypes.detach().double().numpy()
-    cost = np.linalg.norm(learned[:, None, :] - ds.prototypes[None, :, :], axis=-1)
-    rows, cols = linear_sum_assignment(cost)
+    # Prototypes are identified through the users: the learned prototypes live in the learned latent
+    # space (not the true one), but a user's mixture weights are the same up to the prototypes' order.
+    # Match learned prototype j to true prototype t by the seen users' weights (largest agreement).
+    seen_rows = {u: i for i, u in enumerate(ds.pairs.user_ids)}
+    learned_w = np.stack([model.user_weights(u) for u in model.users_])  # (U, K)
+    true_seen = np.stack([ds.user_weights[seen_rows[u]] for u in model.users_])  # (U, K)
+    rows, cols = linear_sum_assignment(-(learned_w.T @ true_seen))
     perm = np.empty(3, dtype=np.int64)
     perm[rows] = cols  # learned prototype j <-> true prototype perm[j]
     true_w = {u: ds.user_weights[i] for i, u in enumerate(ds.pairs.user_ids)}
