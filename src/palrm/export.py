@@ -465,7 +465,9 @@ class ScalarRewardModel:
             texts, p_rows, x_rows = text_rows(prompts, responses)
             table = embedding_table(self.embed(texts).cpu().numpy(), self.device)
             p_vec, x_vec = table[torch.from_numpy(p_rows).to(table.device)], table[torch.from_numpy(x_rows).to(table.device)]
-            samples = reward_samples(UserPosterior.from_dict(post), self.net, p_vec, x_vec)  # (S, n)
+            k = self.net.k
+            offset = self.weights[k:] if self.weights is not None and self.weights.numel() > k else None  # (r,) delta_u
+            samples = reward_samples(UserPosterior.from_dict(post), self.net, p_vec, x_vec, offset=offset)  # (S, n)
             value = torch.from_numpy(np.asarray(samples.mean(0) if q is None else np.quantile(samples, q, axis=0), dtype=np.float32))
             std = torch.from_numpy(samples.std(0).astype(np.float32))
         if normalize:

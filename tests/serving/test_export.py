@@ -163,6 +163,11 @@ def test_exported_user_of_an_offset_model_keeps_the_personal_offset(tmp_path, of
     prompt = "Which pet should I get?"
     responses = ["I love cats, answer 3", "Dogs are the best, reply 7", "I love cats, answer 11", "a fish"]
     np.testing.assert_allclose(rm(prompt, responses).numpy(), model.reward(user, prompt, responses), rtol=1e-5, atol=1e-5)
+    # rewards under the user's posterior carry the offset too, in the export as in the library
+    mean, std = rm(prompt, responses, uncertainty=True)
+    lib_mean, lib_std = model.reward(user, prompt, responses, uncertainty=True)
+    np.testing.assert_allclose(mean.numpy(), lib_mean, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(std.numpy(), lib_std, rtol=1e-4, atol=1e-4)
     # the mixture alone (what the export gave before) is a different reward
     mixture = ScalarRewardModel.from_pretrained(export_scalar(model, tmp_path / "mix", weights=list(model.user_weights(user))))
     assert not np.allclose(mixture(prompt, responses).numpy(), model.reward(user, prompt, responses), atol=1e-4)

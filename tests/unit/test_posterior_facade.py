@@ -105,3 +105,26 @@ def test_export_carries_the_posterior_and_trl_takes_a_risk(model, tmp_path):
     np.testing.assert_allclose(got, model.reward("user0", "Which pet?", responses, risk="quantile:0.1"), rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="quantile"):
         reward_function(model, risk="quantile:2")
+
+
+@pytest.mark.parametrize("offset", ["input", "latent"])
+def test_uncertain_rewards_keep_the_users_personal_offset(offset):
+    """An offset model's rewards under the posterior carry the user's offset delta_u, as plain rewards do."""
+    frame = text_pairs_frame()
+    odd = (frame.user_id == "user0") & (np.arange(len(frame)) % 3 == 0)  # user0 departs from its group
+    frame.loc[odd, ["chosen", "rejected"]] = frame.loc[odd, ["rejected", "chosen"]].to_numpy()
+    m = PALRewardModel(kind="pal-b", k=2, encoder="hashing", offset=offset, offset_var=1.0, **FAST).fit(frame)
+    row = m.user_index_["user0"]
+    assert float(m.net_.user_offsets[row].abs().sum()) > 0  # the offset was fitted
+    responses = ["I love cats, they are calm", "dogs are loyal friends", "a neutral answer"]
+    plain = np.asarray(m.reward("user0", "which pet?", responses))
+    mean = np.asarray(m.reward("user0", "which pet?", responses, uncertainty=True)[0])
+    saved = m.net_.user_offsets[row].clone()
+    m.net_.user_offsets[row] = 0
+    plain0 = np.asarray(m.reward("user0", "which pet?", responses))
+    mean0 = np.asarray(m.reward("user0", "which pet?", responses, uncertainty=True)[0])
+    m.net_.user_offsets[row] = saved
+    if offset == "input":  # <delta_u, h(x)> adds the same amount under every draw of the weights
+        np.testing.assert_allclose(mean - mean0, plain - plain0, rtol=1e-4, atol=1e-4)
+    else:
+        assert np.abs(mean - plain).max() < np.abs(mean0 - plain).max()

@@ -130,7 +130,8 @@ def spread_vectors(state: FittedModel, user_id: str | None, weights: torch.Tenso
         with torch.no_grad():
             s = state.net.score(weights, prompts, responses).double().cpu().numpy()
         return s, np.zeros_like(s)
-    samples = reward_samples(user_posterior(state, user_id), state.net, prompts, responses)  # (S, R)
+    offset = state.net.user_offsets[state.user_row(user_id)] if state.net.offset_dim else None  # (r,) delta_u
+    samples = reward_samples(user_posterior(state, user_id), state.net, prompts, responses, offset=offset)  # (S, R)
     return (samples.mean(0) if q is None else np.quantile(samples, q, axis=0)), samples.std(0)
 
 

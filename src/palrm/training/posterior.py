@@ -51,6 +51,7 @@ import torch
 
 from palrm.errors import ConfigError
 from palrm.models.base import PairFeatures, RewardNet
+from palrm.models.offset import input_features
 from palrm.training.adapt import LogitPrior, affine_logit_terms, distinct_pair_features
 from palrm.training.pairs import IndexedPairs
 
@@ -600,11 +601,13 @@ def select_queries(post: UserPosterior, terms: PairTerms, n: int = 1, n_samples:
 
 
 def reward_samples(post: UserPosterior, net: RewardNet, prompt: torch.Tensor, responses: torch.Tensor,
-                   n_samples: int = N_SAMPLES) -> np.ndarray:
+                   n_samples: int = N_SAMPLES, offset: torch.Tensor | None = None) -> np.ndarray:
     """(S, R) rewards s_w(t, x) of R responses under S posterior draws of the weights.
 
     prompt: (R, D) or (1, D) prompt embeddings; responses: (R, D). f and the anchors run once; only the
-    ideal points and the link are evaluated per draw.
+    ideal points and the link are evaluated per draw. offset: the user's personal offset delta_u (r,)
+    of an offset model (models/offset.py), held at its MAP value under every draw of the weights:
+    latent offsets move each draw's ideal point, input offsets add <delta_u, h(x)> to every draw.
     """
     w = torch.as_tensor(post.sample_weights(n_samples), dtype=responses.dtype, device=responses.device)  # (S, K)
     r = responses.shape[0]
@@ -613,8 +616,13 @@ def reward_samples(post: UserPosterior, net: RewardNet, prompt: torch.Tensor, re
         fx = net.embed_response(responses)  # (R, d)
         anchors = net.anchors(prompt).expand(r, -1, -1)  # (R, K, d)
         ideal = torch.einsum("sk,rkd->srd", w, anchors)  # (S, R, d)
+        if offset is not None and net.offset_kind == "latent":
+            ideal = ideal + offset.to(ideal)  # (S, R, d): a_u = sum_k w_k anchor_k + delta_u
         scores = net.link(fx.expand(len(w), -1, -1).reshape(-1, fx.shape[-1]), ideal.reshape(-1, fx.shape[-1]))
-    return scores.reshape(len(w), r).double().cpu().numpy()
+        scores = scores.reshape(len(w), r)  # (S, R)
+        if offset is not None and net.offset_kind == "input":
+            scores = scores + (input_features(responses) @ offset.to(responses))[None]  # (S, R) + (1, R)
+    return scores.double().cpu().numpy()
 
 
 def parse_risk(risk: str | None) -> float | None:
