@@ -9,9 +9,12 @@
     memory-mapped           `fit_memmap`: pairs and embeddings on disk, streamed batch by batch
 
 The users of the fitted model are the training pairs' users; validation pairs of other users are
-left out of early stopping (with a warning). Every path ends by measuring the reference statistics
-of the aggregates (`measure_reference` on the training pairs). Same seeds and order of operations on
-every path as the facade had before this module existed, so figures are bit-identical.
+left out of early stopping (with a warning). Every path ends in `_measure_statistics`, the one rule
+for what a fit measures on its training pairs and stores with the model: the reference statistics of
+the aggregates (`measure_reference`) and the reward normalisation's mean / std over the training
+responses (`measure_reward_stats`: every pair's chosen and rejected response for the pair's user, at
+most `MAX_REWARD_STATS_PAIRS` pairs, seeded). Same seeds and order of operations on every path as the
+facade had before this module existed, so figures are bit-identical.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ import torch
 from palrm import distributed as pdist
 from palrm.config import PALConfig
 from palrm.core.posterior import fit_posteriors
-from palrm.core.score import measure_reference, pair_rewards, pair_table
+from palrm.core.score import measure_reference, measure_reward_stats, pair_table
 from palrm.core.state import FittedModel
 from palrm.core.table import Embedder, encoder_spec, pair_index
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError
 from palrm.models import build_net
-from palrm.normalization import RewardNormalizer
 from palrm.training import IndexedPairs, choose_offset_var, fit_user_offsets, train_net
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit", "fit_memmap", "needs_streaming_fit", "data_fingerprint"]
+__all__ = ["fit", "fit_memmap", "needs_streaming_fit", "data_fingerprint", "MAX_REWARD_STATS_PAIRS", "TRAINING_RESPONSES"]
+
+MAX_REWARD_STATS_PAIRS = 65_536  # 131,072 rewards: the mean's standard error is std / 362
+TRAINING_RESPONSES = "training responses"  # the default reference set of reward normalisation
 
 
 def needs_streaming_fit(cfg: PALConfig, checkpoint_dir=None) -> bool:
@@ -109,9 +114,7 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     if val is not None and len(val) == 0:
         val = None
     if needs_streaming_fit(cfg, checkpoint_dir):
-        state = _fit_streaming(cfg, train, val, encoder, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
-        state.reference_stats = measure_reference(state, train)
-        return state
+        return _fit_streaming(cfg, train, val, encoder, log_path=log_path, checkpoint_dir=checkpoint_dir, resume=resume)
     state = _start(cfg, train, encoder)
     warm = None
     if cfg.model.k == "auto" and cfg.model.kind != "btl":
@@ -130,11 +133,25 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     state.history = train_net(state.net, table, train_idx, val_idx, cfg.train, log_path=log_path)
     if state.net.offset_dim:
         _fit_offsets(state, table, train_idx, val_idx)
-    state.reference_stats = measure_reference(state, train, train_table)
-    # the default reference set of reward normalisation: the training responses (table already embedded)
-    state.reward_stats = RewardNormalizer.measure(pair_rewards(state.net, table, train_idx).numpy(), "training responses")
+    _measure_statistics(state, train, train_table)
     fit_posteriors(state, train_idx, table)
     return state
+
+
+def _measure_statistics(state: FittedModel, train, table: torch.Tensor | None = None) -> None:
+    """What every fit path measures on its training pairs and stores with the model.
+
+    `train`: PairData or memory-mapped pairs; `table`: its whole embedding table when the path has it
+    (else only the texts / rows the statistics use are embedded, with the fitted encoder: the
+    fine-tuned backbone after fine-tuning).
+
+        reference_stats   per-prototype (mu_k, sigma_k) of the aggregates, on <= 4,096 distinct items
+        reward_stats      mean / std of r(u_i, x_i, y) for y in {chosen_i, rejected_i}, every training
+                          pair i (at most MAX_REWARD_STATS_PAIRS, seeded): `normalize=True`'s map
+    """
+    state.reference_stats = measure_reference(state, train, table)
+    state.reward_stats = measure_reward_stats(state, train, TRAINING_RESPONSES, table=table,
+                                              max_pairs=MAX_REWARD_STATS_PAIRS)
 
 
 def _select(state: FittedModel, train: PairData, val: PairData | None):
@@ -234,12 +251,14 @@ def _fit_streaming(cfg: PALConfig, train: PairData, val: PairData | None, encode
               "info": info, "fingerprint": data_fingerprint(cfg, train, val)}
     if cfg.finetune.enabled:
         _fit_finetune(state, train, val, common)
+        _measure_statistics(state, train)  # embedded by the fine-tuned backbone
         return state
     _shard_embeddings(state, [train, val], info)
     table, train_idx, val_part = _init_net(state, train, val)
     val_src = TableSource(*val_part) if val_part is not None else None
     state.history = train_stream(state.net, TableSource(table, train_idx), val_src, cfg.train,
                                  param_groups=param_groups(state.net, cfg.train), **common)
+    _measure_statistics(state, train, table)
     return state
 
 
@@ -295,5 +314,5 @@ def fit_memmap(cfg: PALConfig, train_dir: str | os.PathLike, val_dir: str | os.P
                                 resume=resume)
     state = FittedModel(net=net, users=list(data.user_ids), config=cfg, input_dim=int(data.embeddings.shape[1]),
                         precomputed=True, embedder=Embedder(cfg.encoder, None, device=cfg.train.device), history=history)
-    state.reference_stats = measure_reference(state, data)
+    _measure_statistics(state, data)
     return state

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from palrm.core.state import FittedModel
-from palrm.core.table import embedding_table, pair_index, text_rows
+from palrm.core.table import embedding_table, no_prompt_row, pair_index, text_rows
 from palrm.data.io import check_embedding_dim
 from palrm.data.schema import PairData
 from palrm.errors import DataFormatError, ModelFileError
 from palrm.models import RewardNet
 from palrm.normalization import RewardNormalizer
+from palrm.training import indexed
 from palrm.training import predict_logits as _net_logits
 
 __all__ = ["score_texts", "score_vectors", "score_items", "pair_table", "predict_logits", "text_embedder", "measure_reference",
@@ -76,21 +77,30 @@ def measure_reference(state: FittedModel, data: PairData, table: torch.Tensor | 
     from palrm.aggregate import reference_items, reference_scores, reference_stats
 
     prompts, responses = reference_items(data, seed=state.config.train.seed)
-    where = getattr(data, "source", None) or getattr(data, "directory", "the training pairs")  # PairData or MemmapPairs
-    source = f"{len(responses)} distinct (prompt, response) items of {where}"
+    source = f"{len(responses)} distinct (prompt, response) items of {_where(data)}"
     if table is None:  # embed only the texts the reference set uses
-        rows = np.unique(np.concatenate([prompts[prompts >= 0], responses]))
-        local = np.full(len(data.embeddings) if data.embeddings is not None else len(data.texts), -1, dtype=np.int64)
-        local[rows] = np.arange(len(rows))
-        if data.embeddings is not None:
-            vectors = np.asarray(data.embeddings[rows], dtype=np.float32)
-            check_embedding_dim(vectors, state.input_dim, "this model")
-        else:
-            vectors = state.embedder.embed([data.texts[i] for i in rows], store=False)
-        table = embedding_table(vectors, state.device)
-        prompts = np.where(prompts >= 0, local[np.maximum(prompts, 0)], -1)
-        responses = local[responses]
+        table, (prompts, responses) = _rows_table(state, data, prompts, responses)
     return reference_stats(reference_scores(state.net, table, prompts, responses), source=source)
+
+
+def _where(data) -> str:
+    return getattr(data, "source", None) or str(getattr(data, "directory", "the training pairs"))  # PairData or MemmapPairs
+
+
+def _rows_table(state: FittedModel, data, *row_arrays: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """An embedding table of only the rows of `data` that `row_arrays` use (-1: no prompt), and the
+    arrays renumbered into it; the texts are embedded without writing the disk cache, precomputed
+    (or memory-mapped) embeddings are read row by row."""
+    rows = np.unique(np.concatenate([a[a >= 0] for a in row_arrays]))
+    local = np.full(len(data.embeddings) if data.embeddings is not None else len(data.texts), -1, dtype=np.int64)
+    local[rows] = np.arange(len(rows))
+    if data.embeddings is not None:
+        vectors = np.asarray(data.embeddings[rows], dtype=np.float32)  # (T', D)
+        check_embedding_dim(vectors, state.input_dim, "this model")
+    else:
+        vectors = state.embedder.embed([data.texts[i] for i in rows], store=False)  # (T', D)
+    table = embedding_table(vectors, state.device)  # (T' + 1, D)
+    return table, [np.where(a >= 0, local[np.maximum(a, 0)], -1) for a in row_arrays]
 
 
 def score_texts(net: RewardNet, weights: torch.Tensor, prompts: Sequence[str | None], responses: Sequence[str],
@@ -133,15 +143,29 @@ def pair_rewards(net: RewardNet, table: torch.Tensor, idx, chunk: int = 65536) -
     return torch.cat(out_c + out_r) if out_c else torch.zeros(0)
 
 
-def measure_reward_stats(state: FittedModel, data: PairData, reference: str = "reference pairs") -> RewardNormalizer:
-    """Mean / std of the rewards of `data`'s chosen and rejected responses for their (known) users."""
-    known, rows = state.known_rows(data)
+def measure_reward_stats(state: FittedModel, data, reference: str = "reference pairs", *,
+                         table: torch.Tensor | None = None, max_pairs: int | None = None) -> RewardNormalizer:
+    """Mean / std of the rewards of `data`'s chosen and rejected responses, each for its pair's (known) user.
+
+    `data`: PairData or memory-mapped pairs (`palrm.data.memmap`). `max_pairs`: at most this many
+    pairs, drawn with the model's seed (positions kept in order; all pairs when there are fewer).
+    `table`: `data`'s whole embedding table when the caller has it; else only the texts (or
+    precomputed rows) the chosen pairs use are embedded, without writing the disk cache.
+    """
+    n = len(data.user)
+    positions = np.arange(n)
+    if max_pairs is not None and n > max_pairs:  # never a permutation of n: memmap data may hold billions
+        positions = np.unique(np.random.default_rng(state.config.train.seed).integers(0, n, max_pairs))
+    known, rows = state.known_rows(data, positions)
     if not known.any():
-        raise DataFormatError(f"{data.source}: none of these pairs belongs to a user the model knows; the reference "
+        raise DataFormatError(f"{_where(data)}: none of these pairs belongs to a user the model knows; the reference "
                               "set for reward statistics needs known users' pairs")
-    sub = data.select(known)
-    table = pair_table(state, sub)
-    return RewardNormalizer.measure(pair_rewards(state.net, table, pair_index(sub, rows[known], table)).numpy(), reference)
+    positions, rows = positions[known], rows[known]
+    prompt, chosen, rejected = (np.asarray(a[positions], dtype=np.int64) for a in (data.prompt, data.chosen, data.rejected))
+    if table is None:
+        table, (prompt, chosen, rejected) = _rows_table(state, data, prompt, chosen, rejected)
+    idx = indexed(rows, prompt, chosen, rejected, no_prompt_row=no_prompt_row(table)).to(table.device)
+    return RewardNormalizer.measure(pair_rewards(state.net, table, idx).numpy(), reference)
 
 
 def text_embedder(state: FittedModel, *, store: bool) -> Callable[[list[str]], np.ndarray]:

@@ -101,10 +101,12 @@ class FittedModel:
                 "(weights=[...] of length K, or weights='population')"
             ) from None
 
-    def known_rows(self, data: PairData) -> tuple[np.ndarray, np.ndarray]:
-        """(known mask (n,), model row per pair (n,), -1 where the user is unknown)."""
+    def known_rows(self, data: PairData, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(known mask (n,), model row per pair (n,), -1 where the user is unknown); `positions`: only
+        these pairs of `data` (PairData, or memory-mapped pairs: only their rows are read)."""
         rows_of_users = np.array([self.user_index.get(u, -1) for u in data.user_ids], dtype=np.int64)
-        rows = rows_of_users[data.user] if len(data) else np.empty(0, dtype=np.int64)
+        users = data.user if positions is None else np.asarray(data.user[positions])
+        rows = rows_of_users[users] if len(users) else np.empty(0, dtype=np.int64)
         if not self.net.has_users:  # BTL: one reward for everybody, every user is "known"
             rows = np.zeros_like(rows)
         return rows >= 0, rows
