@@ -100,3 +100,12 @@ def test_specs_build_onnx_encoders_and_round_trip():
     assert make_encoder("onnx-int8:minilm").quantize == "int8" and make_encoder("onnx:minilm:normalize").normalize
     with pytest.raises(ConfigError, match="sentence-transformers"):
         make_encoder("onnx:hashing")
+
+
+def test_session_options_sleep_instead_of_spinning(export_root):
+    import onnxruntime as ort
+
+    options = OnnxEncoder(SentenceTransformerEncoder(), cache_dir=export_root, threads=2).session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == 2

@@ -14,6 +14,16 @@ Length-bucketed batching: ``encode`` tokenises every text once, sorts the texts 
 and cuts the sorted list into batches of at most ``batch_size`` texts and at most
 ``max_batch_tokens`` padded tokens, so each batch pads to the length of similar texts.
 
+Session settings (`session_options`): every graph optimisation ONNX Runtime has (level ALL, its own
+fusions at load time), sequential execution, ``threads`` intra-op threads, and intra-op threads
+that sleep instead of spin-waiting between operators. What was measured on the 2-core machine
+(`benchmarks/onnx_variants.py`: 901 Persona texts, MiniLM, figures in docs/benchmarks.md): the
+graph of onnxruntime.transformers' `optimize_model(model_type="bert")` (Attention, EmbedLayerNorm,
+SkipLayerNorm and BiasGelu fused; it needs an export with eager attention) was no faster than this
+export under ONNX Runtime's own load-time fusions, so it is not used; spin-waiting intra-op threads
+(ORT's default) cost about 30% with 2 threads on a shared 2-core machine, so they sleep. IO binding
+saves device copies, of which the CPU provider has none.
+
 Spec strings: ``onnx:<spec>`` and ``onnx-int8:<spec>`` where ``<spec>`` names a sentence-transformers
 encoder (``minilm``, ``minilm:normalize``, ``st:<dir>[:normalize]``), e.g. ``onnx-int8:minilm``.
 """
@@ -172,16 +182,27 @@ class OnnxEncoder:
         meta = json.loads((self.export_dir / "export.json").read_text())
         self._max_length = int(meta["max_seq_length"])
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.export_dir / "tokenizer"), local_files_only=True)
+        name = "model.int8.onnx" if self.quantize == "int8" else "model.onnx"
+        self._session = ort.InferenceSession(str(self.export_dir / name), self.session_options(),
+                                             providers=["CPUExecutionProvider"])
+        return self._session
+
+    def session_options(self) -> Any:
+        """The ONNX Runtime session options of this encoder (see the module docstring for why these)."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if self.threads is not None:
             options.intra_op_num_threads = int(self.threads)
         else:
             import torch
 
             options.intra_op_num_threads = torch.get_num_threads()
-        name = "model.int8.onnx" if self.quantize == "int8" else "model.onnx"
-        self._session = ort.InferenceSession(str(self.export_dir / name), options, providers=["CPUExecutionProvider"])
-        return self._session
+        # waiting threads sleep: on a shared machine spinning threads steal the cores the work needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return options
 
     # -- Encoder protocol ---------------------------------------------------------------------
 
