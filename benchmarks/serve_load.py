@@ -17,6 +17,15 @@ For every (traffic, batching, store) run it reports requests/s, items/s, latency
 max and the error count (anything but HTTP 200, or a transport error), checks the targets of
 issue 11 and writes JSON.
 
+The load generator (`--client`): `raw` (default) keeps one HTTP/1.1 keep-alive connection per client
+on plain asyncio streams; `httpx` is the earlier generator (one `httpx.AsyncClient` shared by the
+clients). Same load shape either way: `--clients` closed-loop clients, each sending its next request
+when the previous answer arrived. Profiling the httpx generator (request ids matched with the
+server's own timestamps) showed its tail was its own: with 64 clients the server saw a request up to
+5.5 s after the client started it, and wrote a request's body only then (the client had not
+written it), while the server's own time per request had p99 / p50 = 1.4. httpx's per-request
+Python work (h11 on both sides of the pool) was the load generator's bottleneck on 2 shared cores.
+
     python benchmarks/serve_load.py --pg auto                   # the full matrix, MiniLM, 5000 requests per run
     python benchmarks/serve_load.py --quick --pg auto           # 1000 requests per run
     python benchmarks/serve_load.py --encoder-backend onnx      # the server on ONNX Runtime
@@ -115,7 +124,9 @@ def make_bodies(traffic: str, users: list[str], total: int, group: int, prompts:
     return bodies
 
 
-async def drive(url: str, bodies: list[dict], clients: int, time_limit: float) -> dict:
+async def drive(url: str, bodies: list[dict], clients: int, time_limit: float, client: str = "raw") -> dict:
+    if client == "raw":
+        return await drive_raw(url, bodies, clients, time_limit)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     next_i = 0
@@ -144,12 +155,64 @@ async def drive(url: str, bodies: list[dict], clients: int, time_limit: float) -
 
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - start
+    return summary(latencies, errors, items, elapsed, len(bodies))
+
+
+async def drive_raw(url: str, bodies: list[dict], clients: int, time_limit: float) -> dict:
+    """`drive` on plain asyncio streams: one keep-alive HTTP/1.1 connection per client, minimal parsing."""
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    next_i = 0
+    items = 0
+    start = time.perf_counter()
+    stop_at = start + time_limit
+
+    async def worker():
+        nonlocal next_i, items
+        reader = writer = None
+        while next_i < len(bodies) and time.perf_counter() < stop_at:
+            body = bodies[next_i]
+            next_i += 1
+            data = json.dumps(body).encode()
+            t0 = time.perf_counter()
+            key = None
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(b"POST /v1/reward HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(data), data))
+                await writer.drain()
+                head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)).split(b"\r\n")
+                status = int(head[0].split()[1])
+                fields = dict(line.split(b":", 1) for line in head[1:] if b":" in line)
+                length = int(next(v for k, v in fields.items() if k.strip().lower() == b"content-length"))
+                await reader.readexactly(length)
+                key = None if status == 200 else f"http {status}"
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, StopIteration) as exc:
+                key = type(exc).__name__
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            latencies.append(time.perf_counter() - t0)
+            if key:
+                errors[key] = errors.get(key, 0) + 1
+            else:
+                items += len(body["items"])
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return summary(latencies, errors, items, time.perf_counter() - start, len(bodies))
+
+
+def summary(latencies: list[float], errors: dict, items: int, elapsed: float, total: int) -> dict:
     lat = np.array(latencies) * 1000
     pct = {f"p{q}_ms": round(float(np.percentile(lat, q)), 2) for q in (50, 95, 99)}
     return {"requests": len(latencies), "items": items, "seconds": round(elapsed, 3),
             "requests_per_s": round(len(latencies) / elapsed, 1), "items_per_s": round(items / elapsed, 1), **pct,
             "max_ms": round(float(lat.max()), 2), "p99_over_p50": round(pct["p99_ms"] / max(pct["p50_ms"], 1e-9), 2),
-            "errors": int(sum(errors.values())), "error_kinds": errors, "completed_all": len(latencies) == len(bodies)}
+            "errors": int(sum(errors.values())), "error_kinds": errors, "completed_all": len(latencies) == total}
 
 
 def adapt_latency(url: str, n: int, tag: str) -> dict:
@@ -229,6 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=256, help="distinct prompts in the traffic")
     ap.add_argument("--adapts", type=int, default=50, help="sequential adapts per store")
     ap.add_argument("--pg", metavar="URL|auto", help="also run on a PostgreSQL store (auto: a private cluster)")
+    ap.add_argument("--client", default="raw", choices=["raw", "httpx"],
+                    help="load generator: raw asyncio streams (default) or the earlier shared httpx.AsyncClient")
     ap.add_argument("--server-args", default="", help="more `palrm serve` flags, space-separated")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "serve_load.json")
     args = ap.parse_args(argv)
@@ -250,7 +315,7 @@ def main(argv=None) -> int:
     extra = (["--encoder-backend", args.encoder_backend] if args.encoder_backend != "torch" else []) + args.server_args.split()
     results = {"model": str(model_dir), "encoder": spec, "encoder_backend": args.encoder_backend, "clients": args.clients,
                "requests_per_run": args.requests, "group_size": args.group_size, "distinct_prompts": args.prompts,
-               "server_args": extra, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+               "server_args": extra, "client": args.client, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                "load_average_before": os.getloadavg(), "runs": {}, "adapt_latency": {}}
     traffics = args.traffic.split(",")
     bodies = {t: make_bodies(t, users, args.requests, args.group_size, args.prompts, seed=0) for t in traffics}
@@ -266,8 +331,8 @@ def main(argv=None) -> int:
                 try:
                     for traffic in traffics:
                         warm = make_bodies(traffic, users, 100, args.group_size, args.prompts, seed=1)
-                        asyncio.run(drive(url, warm, args.clients, 60))
-                        run = asyncio.run(drive(url, bodies[traffic], args.clients, args.time_limit))
+                        asyncio.run(drive(url, warm, args.clients, 60, args.client))
+                        run = asyncio.run(drive(url, bodies[traffic], args.clients, args.time_limit, args.client))
                         run["server"] = httpx.get(url + "/healthz", timeout=10).json()
                         results["runs"][f"{traffic}/{mode}/{store_name}"] = run
                         print(f"{traffic}/{mode}/{store_name}: {run['items_per_s']} items/s, p50 {run['p50_ms']} ms, "
@@ -284,7 +349,8 @@ def main(argv=None) -> int:
     results["targets"] = targets(results, args.group_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"\npalrm serve load: {args.clients} clients, {args.requests} requests per run, encoder {spec} ({args.encoder_backend})")
+    print(f"\npalrm serve load: {args.clients} clients ({args.client}), {args.requests} requests per run, encoder {spec} "
+          f"({args.encoder_backend})")
     print(f"{'run':<30} {'req/s':>8} {'items/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
     for name, r in results["runs"].items():
         print(f"{name:<30} {r['requests_per_s']:>8} {r['items_per_s']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} "
