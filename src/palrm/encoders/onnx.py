@@ -17,12 +17,13 @@ and cuts the sorted list into batches of at most ``batch_size`` texts and at mos
 Session settings (`session_options`): every graph optimisation ONNX Runtime has (level ALL, its own
 fusions at load time), sequential execution, ``threads`` intra-op threads, and intra-op threads
 that sleep instead of spin-waiting between operators. What was measured on the 2-core machine
-(`benchmarks/onnx_variants.py`: 901 Persona texts, MiniLM, figures in docs/benchmarks.md): the
-graph of onnxruntime.transformers' `optimize_model(model_type="bert")` (Attention, EmbedLayerNorm,
-SkipLayerNorm and BiasGelu fused; it needs an export with eager attention) was no faster than this
-export under ONNX Runtime's own load-time fusions, so it is not used; spin-waiting intra-op threads
-(ORT's default) cost about 30% with 2 threads on a shared 2-core machine, so they sleep. IO binding
-saves device copies, of which the CPU provider has none.
+(`benchmarks/onnx_variants.py`: 901 Persona texts, MiniLM, figures in docs/benchmarks.md):
+spin-waiting intra-op threads (ORT's default) cost about 30% with 2 threads on a shared 2-core
+machine, so they sleep. The graph of onnxruntime.transformers' `optimize_model(model_type="bert")`
+(Attention, EmbedLayerNorm, SkipLayerNorm and BiasGelu fused; it needs an export with eager
+attention) was not faster with 1 thread and, with 2 threads, 0.7x and 1.8x this export in two
+interleaved runs: not established, so not used. IO binding saves device copies, of which the CPU
+provider has none.
 
 Spec strings: ``onnx:<spec>`` and ``onnx-int8:<spec>`` where ``<spec>`` names a sentence-transformers
 encoder (``minilm``, ``minilm:normalize``, ``st:<dir>[:normalize]``), e.g. ``onnx-int8:minilm``.
