@@ -28,6 +28,14 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
+def prepare_run(out_dir: str | Path, threads: int | None) -> Path:
+    """What every suite does first: pin the threads (`set_threads`) and create its results folder."""
+    set_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def with_embeddings(pairs: PairData, encoder: str = "minilm", *, cache_dir: str | None = None) -> PairData:
     """`pairs` with `embeddings` filled by `encoder` (disk-cached), so every model shares one table."""
     if pairs.embeddings is not None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from palrm.bench.common import fit, r4, set_threads, with_embeddings, write_json
+from palrm.bench.common import fit, prepare_run, r4, with_embeddings, write_json
 from palrm.bench.plots import onboarding_curves, onboarding_reliability
 from palrm.data.schema import PairData
 from palrm.data.splits import few_shot_split, split_pairs
@@ -385,9 +385,7 @@ def checks(summary: dict) -> dict:
 def run_onboarding(out_dir: str | Path = "results/onboarding", *, profile: str = "quick", seed: int = 0,
                    threads: int | None = 1, encoder: str = "minilm", persona_source: str | None = None, say=print) -> dict:
     prof = PROFILES[profile]
-    set_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run(out_dir, threads)
     start = time.perf_counter()
     summary: dict = {"profile": profile, "counts": list(COUNTS), "pool": POOL}
     say(f"onboarding suite ({profile}): persona, synthetic, polis; seeds {list(prof.seeds)}")

@@ -27,7 +27,7 @@ import numpy as np
 
 from palrm.bench import plots
 from palrm.bench.baselines import LinearHeads, OracleGroups, accuracy
-from palrm.bench.common import acc, fit, r4, set_threads, with_embeddings, write_json
+from palrm.bench.common import acc, fit, prepare_run, r4, with_embeddings, write_json
 from palrm.data.schema import PairData
 from palrm.data.splits import few_shot_split, split_pairs, take_shots
 
@@ -72,9 +72,7 @@ def run_paper(out_dir: str | Path = "results/paper", *, profile: str = "quick", 
     """Run the paper suite; returns the summary (also written to OUT_DIR/summary.json)."""
     say = say or (lambda _m: None)
     prof = PROFILE[profile]
-    set_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run(out_dir, threads)
     start = time.perf_counter()
     summary: dict = {"profile": profile, "seed": seed}
     notes: list[str] = []

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from palrm.bench import plots
-from palrm.bench.common import r4, set_threads, with_embeddings, write_json
+from palrm.bench.common import prepare_run, r4, set_threads, with_embeddings, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -285,9 +285,7 @@ def run_perf(out_dir: str | Path = "results/perf", *, profile: str = "quick", se
              encoder: str = "minilm", say: Callable[[str], None] | None = None) -> dict:
     say = say or (lambda _m: None)
     p = PERF_PROFILE[profile]
-    set_threads(threads)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run(out_dir, threads)
     start = time.perf_counter()
     res: dict = {"profile": profile, "machine": machine(threads), "targets": TARGETS}
     ds, pairs, sp = _persona(seed, encoder)
