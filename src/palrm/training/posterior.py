@@ -353,7 +353,8 @@ def _per_user(user: np.ndarray, x: np.ndarray, n_users: int) -> np.ndarray:
 
 
 def _objective_affine_batch(eta, b, c0, coef, user, n_users, prior_mean, prior_prec, strength):
-    """`_objective_affine` for U users at once: eta (U, K-1) -> values (U,), gradients (U, K-1), Hessians (U, K-1, K-1).
+    """U(eta), its gradient and Hessian in closed form for U affine-link users at once (z = c0 + C w):
+    eta (U, K-1) -> values (U,), gradients (U, K-1), Hessians (U, K-1, K-1).
     Per-user sums are bincounts over the pairs (K^2 of them for the Hessian: memory O(n), not O(n K^2))."""
     k = coef.shape[1]
     c = eta @ b.T  # (U, K)
@@ -407,8 +408,9 @@ def _objective_autograd_batch(eta, b, terms: PairTerms, user, n_users, prior_mea
 
 
 def _newton_batch(terms: PairTerms, user, n_users, b, prior_mean, prior_prec, strength, start, max_iter, tol):
-    """Damped Newton on U(eta) for every user at once (any link; closed form for affine links): per-user damping and Armijo steps; each
-    evaluation covers only the pairs of the users still iterating. Stops a user when its Newton
+    """Damped Newton on U(eta) for every user at once (any link; closed form for affine links):
+    per-user damping and Armijo steps; each evaluation covers only the pairs of the users still
+    iterating. Stops a user when its Newton
     decrement -<g, step> / 2 falls under `tol`. Returns eta (U, K-1), U(eta) (U,), the Hessian's
     eigenvalues (U, K-1) and eigenvectors (U, K-1, K-1)."""
     k1 = b.shape[1]
