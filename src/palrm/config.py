@@ -26,12 +26,15 @@ OFFSETS = ("none", "latent", "input")
 AUTO_BOOL = ("auto", "yes", "no")
 PADDING_SIDES = ("auto", "left", "right")
 ADAPT_INITS = ("population", "uniform")
+FALLBACK_PRIOR_STRENGTH = 1.0  # adapt.prior_strength=auto where a fit cannot choose it (the reason is logged)
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+def _f(default: Any, help: str, *, auto_type: type = int, **kw: Any) -> Any:  # noqa: A002 - "help" reads best here
+    """A field with its help text; a field whose default is "auto" also takes a value of `auto_type`."""
+    meta = {"help": help, "auto_type": auto_type}
     if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 @dataclass
@@ -76,7 +79,7 @@ class AdaptConfig:
     lr: float = _f(0.1, "Adam learning rate of the new users' weight logits.")
     init: str = _f("population", "Starting point of a new user: population (mean logits of the known users) or uniform (all zeros).")
     prior: str = _f("gaussian", "none = maximum likelihood (the paper's protocol); gaussian (default) = MAP with a Gaussian on the logits fitted to the known users; mixture = MAP with a kernel density over the known users' logits (keeps distinct groups apart).")
-    prior_strength: float = _f(1.0, "Weight lambda of the prior term; 0 turns it off. With model.k=auto the prior and its strength are chosen on held-out known users and stored here.")
+    prior_strength: float | str = _f("auto", "Weight lambda of the prior term (a number >= 0; 0 turns it off), or auto (default): chosen on known users when fitting and the chosen number stored here. With model.k=auto the model selection chooses it together with the prior (none / gaussian / mixture) on held-out training users; with a fixed K it is chosen for the configured adapt.prior among 0 (maximum likelihood) and 0.1 / 0.3 / 1 / 3 / 10, each known user onboarded from its first 1, 2, 5, 10 training pairs with a prior fitted on the other half of the users and scored on its validation pairs (evaluation/selection.py, choose_prior_on_known_users). Fits that cannot choose (fine-tuning, memmap, BTL, too few users) store 1.0 and log why.", auto_type=float)
 
 
 @dataclass
@@ -230,7 +233,12 @@ class PALConfig:
         positive(a.lr, "adapt.lr")
         choice(a.init, ADAPT_INITS, "adapt.init")
         choice(a.prior, PRIORS, "adapt.prior")
-        positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
+        if isinstance(a.prior_strength, str):
+            if a.prior_strength != "auto":
+                out.append(f"adapt.prior_strength = {a.prior_strength!r}: expected a number >= 0 (e.g. 0.3; 0 turns the "
+                           "prior off) or auto (chosen on known users when fitting)")
+        else:
+            positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
         positive(e.batch_size, "encoder.batch_size")
         f, s = self.finetune, self.scale
         choice(f.append_eos, AUTO_BOOL, "finetune.append_eos")
@@ -320,8 +328,9 @@ def _build_section(section_cls, raw, where: str, problems: list[str]):
             continue
         default = fields[key].default if fields[key].default is not dataclasses.MISSING else fields[key].default_factory()
         expected = type(default)
-        if default == "auto" and isinstance(value, int) and not isinstance(value, bool):  # "auto" or a number
-            values[key] = value
+        auto_type = fields[key].metadata.get("auto_type", int)
+        if default == "auto" and isinstance(value, _TYPES[auto_type]) and not isinstance(value, bool):  # "auto" or a number
+            values[key] = auto_type(value)
             continue
         if default is None:  # optional string
             if value is not None and not isinstance(value, str):
@@ -330,7 +339,8 @@ def _build_section(section_cls, raw, where: str, problems: list[str]):
         elif expected in _TYPES:
             ok = isinstance(value, _TYPES[expected]) and not (expected is not bool and isinstance(value, bool))
             if not ok:
-                problems.append(f"{where}.{key} = {value!r}: expected {expected.__name__}")
+                wanted = f"auto or a number ({auto_type.__name__})" if default == "auto" else expected.__name__
+                problems.append(f"{where}.{key} = {value!r}: expected {wanted}")
                 continue
             if expected is float:
                 value = float(value)

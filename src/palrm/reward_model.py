@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from palrm import core
-from palrm.config import PALConfig, dotted_key
+from palrm.config import FALLBACK_PRIOR_STRENGTH, PALConfig, dotted_key
 from palrm.core.state import PairsLike, as_pairs
 from palrm.data.io import check_embedding_dim
 from palrm.errors import ConfigError, PalrmError
@@ -65,6 +65,8 @@ class PALRewardModel:
     history_ = _view("history", "per-epoch training log")
     reference_stats_ = _view("reference_stats", "the aggregates' reference statistics (palrm.aggregate.ReferenceStats)")
     selection_ = _view("selection", 'the k="auto" model-selection report (evaluation/selection.py), or None')
+    prior_choice_ = _view("prior_choice", "how adapt.prior_strength was set: chosen on known users (every strength's "
+                          "log-loss), by the model selection, configured, or a fallback and why")
 
     def __init__(self, config: PALConfig | None = None, **overrides: Any) -> None:
         self.config = config
@@ -95,15 +97,21 @@ class PALRewardModel:
 
     def set_params(self, **params: Any) -> "PALRewardModel":
         """scikit-learn: change constructor arguments (`config=` or overrides such as `k=4`,
-        `**{"adapt.prior": "gaussian"}`); returns self. On a fitted model, adapt and encoder settings
-        take effect at once; the others at the next `fit`."""
+        `**{"adapt.prior": "gaussian"}`); returns self. On a fitted model, the adapt and encoder settings
+        given take effect at once (the other fitted values, e.g. a chosen prior strength, stay; a prior
+        strength of "auto" means the one chosen when fitting); the others at the next `fit`."""
         if "config" in params:
             self.config = params.pop("config")
         self.overrides.update(params)
         state = self.__dict__.get("fitted_")
         if state is not None and params:
-            new = self._config()
-            for section in {dotted_key(key).split(".")[0] for key in params} & {"adapt", "encoder"}:
+            given = {dotted_key(key): value for key, value in params.items()}
+            given = {key: (core.encoder_spec(v) if key == "encoder.spec" and not isinstance(v, str) else v)
+                     for key, v in given.items() if key.split(".")[0] in ("adapt", "encoder")}
+            if given.get("adapt.prior_strength") == "auto":
+                given["adapt.prior_strength"] = (state.prior_choice or {}).get("strength", FALLBACK_PRIOR_STRENGTH)
+            new = state.config.updated(given)
+            for section in {key.split(".")[0] for key in given}:
                 setattr(state.config, section, getattr(new, section))
             state.embedder.config = state.config.encoder
         return self

@@ -137,6 +137,10 @@ def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, 
     offset = "" if config.model.offset == "none" else f" + {config.model.offset} offset"
     print(f"trained {config.model.kind} (K={config.model.k}{offset}) on {len(data)} pairs of {len(model.users_)} users; "
           f"{len(model.history_)} epochs{note}")
+    if model.prior_choice_ and model.net_.has_users:
+        from palrm.evaluation.selection import describe_prior_choice
+
+        print(describe_prior_choice(model.prior_choice_))
     for name, m in metrics.items():
         if isinstance(m, dict):
             print(metrics_line(name, m))

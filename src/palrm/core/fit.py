@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from palrm import distributed as pdist
-from palrm.config import PALConfig
+from palrm.config import FALLBACK_PRIOR_STRENGTH, PALConfig
 from palrm.core.posterior import fit_posteriors
 from palrm.core.score import measure_reference, measure_reward_stats, pair_table
 from palrm.core.state import FittedModel
@@ -105,6 +105,19 @@ def _init_net(state: FittedModel, train: PairData, val: PairData | None):
     return table, train_idx, (val_table, pair_index(val_sub, vrows[known], val_table))
 
 
+def _one_table(table: torch.Tensor, val_part) -> tuple[torch.Tensor, IndexedPairs | None]:
+    """(one table for training and validation pairs, the validation pairs indexed into it): the
+    validation rows after the training rows when `val_part` = (validation table, pairs) has its own."""
+    if val_part is None:
+        return table, None
+    val_table, val_idx = val_part
+    if val_table is table:
+        return table, val_idx
+    offset = table.shape[0]
+    return (torch.cat([table, val_table], 0),
+            IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset))
+
+
 def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder=None, log_path=None,
         checkpoint_dir=None, resume: bool = False) -> FittedModel:
     """Train a model on `train` (early stopping on `val` loss when given); returns the fitted state.
@@ -123,16 +136,11 @@ def fit(cfg: PALConfig, train: PairData, val: PairData | None = None, *, encoder
     if warm is not None:
         _warm_start(state.net, *warm)
     train_table = table
-    val_idx = None
-    if val_part is not None:
-        val_table, val_idx = val_part
-        if val_table is not table:  # one table for both: the validation rows after the training rows
-            offset = table.shape[0]
-            table = torch.cat([table, val_table], 0)
-            val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
+    table, val_idx = _one_table(table, val_part)
     state.history = train_net(state.net, table, train_idx, val_idx, cfg.train, log_path=log_path)
     if state.net.offset_dim:
         _fit_offsets(state, table, train_idx, val_idx)
+    _choose_prior(state, table, train_idx, val_idx)
     _measure_statistics(state, train, train_table)
     fit_posteriors(state, train_idx, table)
     return state
@@ -176,11 +184,7 @@ def _select(state: FittedModel, train: PairData, val: PairData | None):
     train_idx = pair_index(train, rows(train), table)
     shared = val.texts is train.texts and val.embeddings is train.embeddings
     val_table = table if shared else pair_table(state, val)
-    val_idx = pair_index(val, rows(val), val_table)
-    if val_table is not table:
-        offset = table.shape[0]
-        table = torch.cat([table, val_table], 0)
-        val_idx = IndexedPairs(val_idx.user, val_idx.prompt + offset, val_idx.chosen + offset, val_idx.rejected + offset)
+    table, val_idx = _one_table(table, (val_table, pair_index(val, rows(val), val_table)))
     m = cfg.model
     grid = candidate_grid(ks=tuple(m.auto_ks), kinds=(m.kind,), offsets=tuple(m.auto_offsets))
     report, net, held = select_model(cfg, table, train_idx, val_idx, len(state.users), candidates=grid,
@@ -190,8 +194,47 @@ def _select(state: FittedModel, train: PairData, val: PairData | None):
                        "weights and known users' logits; held-out users start at the known users' mean logits)")
     state.config = cfg.updated(report["overrides"])
     state.selection = report
+    adapt = state.config.adapt
+    if isinstance(adapt.prior_strength, float):  # else (BTL won, or no held-out users) `_choose_prior` decides
+        chosen = cfg.adapt.prior_strength == "auto"
+        state.prior_choice = {"prior": adapt.prior, "strength": adapt.prior_strength,
+                              "chosen_by": "model selection" if chosen else "configured",
+                              **({"users": report["heldout_users"]} if chosen else {})}
     logger.info("model selection:\n%s", format_table(report))
     return train, val, (net, held)
+
+
+def _choose_prior(state: FittedModel, table: torch.Tensor, train_idx: IndexedPairs, val_idx: IndexedPairs | None) -> None:
+    """adapt.prior_strength: "auto" becomes the number chosen on the known users after training
+    (evaluation/selection.py, `choose_prior_on_known_users`); a number is kept as configured. The
+    record (every strength's log-loss, or why nothing was chosen) is `state.prior_choice`."""
+    from palrm.evaluation.selection import choose_prior_on_known_users, describe_prior_choice
+
+    adapt = state.config.adapt
+    if adapt.prior_strength != "auto":
+        if state.prior_choice is None:
+            state.prior_choice = {"prior": adapt.prior, "strength": adapt.prior_strength, "chosen_by": "configured"}
+        return
+    record = choose_prior_on_known_users(state.net, state.config, table, train_idx, val_idx)
+    _set_prior_choice(state, record)
+    logger.info("%s", describe_prior_choice(record))
+
+
+def _set_prior_choice(state: FittedModel, record: dict) -> None:
+    state.prior_choice = record
+    state.config.adapt.prior_strength = record["strength"]
+
+
+def _resolve_prior(state: FittedModel, why: str) -> None:
+    """prior_strength "auto" on a fit path that does not choose: FALLBACK_PRIOR_STRENGTH, logged with `why`."""
+    adapt = state.config.adapt
+    if adapt.prior_strength == "auto":
+        record = {"prior": adapt.prior, "strength": FALLBACK_PRIOR_STRENGTH, "chosen_by": "fallback",
+                  "reason": f"{why}: adapt.prior_strength=auto is not chosen on this path, {FALLBACK_PRIOR_STRENGTH:g} used"}
+        _set_prior_choice(state, record)
+        logger.info("%s", record["reason"])
+    elif state.prior_choice is None:
+        state.prior_choice = {"prior": adapt.prior, "strength": adapt.prior_strength, "chosen_by": "configured"}
 
 
 def _warm_start(net, source, held) -> None:
@@ -251,6 +294,7 @@ def _fit_streaming(cfg: PALConfig, train: PairData, val: PairData | None, encode
               "info": info, "fingerprint": data_fingerprint(cfg, train, val)}
     if cfg.finetune.enabled:
         _fit_finetune(state, train, val, common)
+        _resolve_prior(state, "fine-tuning")
         _measure_statistics(state, train)  # embedded by the fine-tuned backbone
         return state
     _shard_embeddings(state, [train, val], info)
@@ -258,6 +302,8 @@ def _fit_streaming(cfg: PALConfig, train: PairData, val: PairData | None, encode
     val_src = TableSource(*val_part) if val_part is not None else None
     state.history = train_stream(state.net, TableSource(table, train_idx), val_src, cfg.train,
                                  param_groups=param_groups(state.net, cfg.train), **common)
+    choice_table, val_idx = _one_table(table, val_part)  # the prior choice reads both, as the in-memory path does
+    _choose_prior(state, choice_table, train_idx, val_idx)
     _measure_statistics(state, train, table)
     return state
 
@@ -314,5 +360,6 @@ def fit_memmap(cfg: PALConfig, train_dir: str | os.PathLike, val_dir: str | os.P
                                 resume=resume)
     state = FittedModel(net=net, users=list(data.user_ids), config=cfg, input_dim=int(data.embeddings.shape[1]),
                         precomputed=True, embedder=Embedder(cfg.encoder, None, device=cfg.train.device), history=history)
+    _resolve_prior(state, "memory-mapped fit")
     _measure_statistics(state, data)
     return state

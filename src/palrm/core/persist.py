@@ -4,7 +4,8 @@ A model directory holds
 
     config.json         format_version, palrm version, kind, input_dim, num_users, inputs, the
                         encoder's spec and identity, the full config (and the backbone, fine-tuned),
-                        the aggregates' reference statistics (palrm.aggregate)
+                        the aggregates' reference statistics (palrm.aggregate), the onboarding
+                        prior's record (prior_choice: how adapt.prior_strength was chosen)
     model.safetensors   the network (shared weights + the user table)
     users.json          user ids, row u of the user table is users[u]
     posteriors.json     the posterior prior and each user's weight posterior (+ weights mean and
@@ -104,6 +105,7 @@ def save(state: FittedModel, directory: str | os.PathLike) -> Path:
             "config": cfg.to_dict(),
             "reference_stats": None if state.reference_stats is None else state.reference_stats.to_dict(),
             "reward_normalization": None if state.reward_stats is None else state.reward_stats.to_dict(),
+            "prior_choice": state.prior_choice,
         }
         if state.backbone is not None:  # fine-tuned: the backbone travels inside
             state.backbone.save(tmp / BACKBONE_DIR)
@@ -162,7 +164,8 @@ def load(directory: str | os.PathLike, *, device: str | None = None, encoder=Non
                         input_dim=input_dim, precomputed=precomputed,
                         embedder=Embedder(config.encoder, encoder, device=config.train.device), backbone=backbone,
                         reference_stats=_reference_stats(meta, directory),
-                        reward_stats=RewardNormalizer.from_dict(meta.get("reward_normalization"), str(directory / CONFIG_FILE)))
+                        reward_stats=RewardNormalizer.from_dict(meta.get("reward_normalization"), str(directory / CONFIG_FILE)),
+                        prior_choice=meta.get("prior_choice"))
     if (directory / POSTERIOR_FILE).is_file():
         try:
             saved = json.loads((directory / POSTERIOR_FILE).read_text())

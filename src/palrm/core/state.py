@@ -10,6 +10,8 @@
     reference_stats  mean and std of each prototype's reward on the reference set (palrm.aggregate)
     posteriors   user id -> UserPosterior of the user's weights (`palrm.core.posterior`), where known
     posterior_prior  the prior of those posteriors, fitted to the training users (or None)
+    prior_choice the onboarding prior's record: adapt.prior_strength chosen on known users (every
+                 strength's log-loss), by the model selection, configured, or a fallback and why
 
 The facade (`PALRewardModel`) holds one of these; serve, export, bench and the integrations use
 these functions instead of reaching into the facade.
@@ -70,6 +72,7 @@ class FittedModel:
     reward_stats: RewardNormalizer | None = None  # mean / std of users' rewards on the reference set (normalize=True)
     posteriors: dict = field(default_factory=dict)
     posterior_prior: Any = None
+    prior_choice: dict | None = None  # how adapt.prior_strength was set (chosen on known users, selection, configured)
 
     def __post_init__(self) -> None:
         self.users = [str(u) for u in self.users]
@@ -88,7 +91,8 @@ class FittedModel:
         """A copy whose network and user table can change without touching this one (encoder shared)."""
         return FittedModel(copy.deepcopy(self.net), list(self.users), self.config, self.input_dim, self.precomputed,
                            self.embedder, self.backbone, list(self.history), dict(self.user_index),
-                           self.reference_stats, self.selection, self.reward_stats, dict(self.posteriors), self.posterior_prior)
+                           self.reference_stats, self.selection, self.reward_stats, dict(self.posteriors), self.posterior_prior,
+                           self.prior_choice)
 
     # ------------------------------------------------------------------ users
     def user_row(self, user_id: str | None) -> int:

@@ -30,6 +30,14 @@ Regularisation (what real data needs):
 
 The winner is then refitted on all users by the caller (core/fit.py), warm-started from the
 winner's network (`return_net`).
+
+Choosing a new user's prior is one rule, `choose_prior` (onboard users the prior was not fitted on,
+lowest mean log-loss over the shot sets wins) over `prior_choices`. The selection uses it per
+candidate on its held-out users (kinds none / gaussian / mixture); a fixed-K fit with
+adapt.prior_strength="auto" uses it after training on the model's own users
+(`choose_prior_on_known_users`: two seeded halves, each onboarded with the prior of the other half),
+for the configured prior kind only (strength 0 = maximum likelihood is one of the choices). An
+explicit adapt.prior_strength is used as configured by both.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from palrm.config import PALConfig
+from palrm.config import FALLBACK_PRIOR_STRENGTH, PALConfig
 from palrm.losses import per_pair_nll
 from palrm.models import RewardNet, build_net
 from palrm.training.adapt import adapt_user_logits, choose_offset_var, fit_prior, fit_user_offsets
@@ -85,14 +93,19 @@ def _take(pairs: IndexedPairs, mask: torch.Tensor, user_map: torch.Tensor | None
     return sub if user_map is None else IndexedPairs(user_map[sub.user], sub.prompt, sub.chosen, sub.rejected)
 
 
-def first_n_per_user(pairs: IndexedPairs, n: int) -> IndexedPairs:
-    """Each user's first n pairs (in order): nested shot sets."""
+def _rank_in_user(pairs: IndexedPairs) -> torch.Tensor:
+    """(n,): the position of each pair among its user's pairs (in order)."""
     rank = torch.zeros(len(pairs), dtype=torch.long)
     seen: dict[int, int] = {}
     for i, u in enumerate(pairs.user.tolist()):
         rank[i] = seen.get(u, 0)
         seen[u] = rank[i] + 1
-    return pairs.take(torch.nonzero(rank < n).flatten())
+    return rank
+
+
+def first_n_per_user(pairs: IndexedPairs, n: int) -> IndexedPairs:
+    """Each user's first n pairs (in order): nested shot sets."""
+    return pairs.take(torch.nonzero(_rank_in_user(pairs) < n).flatten())
 
 
 def _metrics(z: torch.Tensor) -> dict:
@@ -145,6 +158,11 @@ class _Heldout:
     def empty(self) -> bool:
         return self.n == 0 or len(self.test) == 0
 
+    @classmethod
+    def of(cls, pool: IndexedPairs, test: IndexedPairs, n: int, shots) -> "_Heldout":
+        """Users 0..n-1 with their shot pool and test pairs, stacked over `shots`."""
+        return cls(n, tuple(shots), pool, test, shot_stack(pool, n, shots), _stack_copies(test, n, len(shots)))
+
 
 def select_model(
     config: PALConfig,
@@ -190,8 +208,7 @@ def select_model(
     k_val = _take(val, ~is_held[val.user.cpu()], known_map).to(dev)
     h_pool = _take(train, is_held[train.user.cpu()], held_map).to(dev)
     h_test = _take(val, is_held[val.user.cpu()], held_map).to(dev)
-    ho = _Heldout(len(held), shots, h_pool, h_test, shot_stack(h_pool, len(held), shots),
-                  _stack_copies(h_test, len(held), len(shots)))
+    ho = _Heldout.of(h_pool, h_test, len(held), shots)
     nets: dict[tuple, RewardNet] = {}
     rows: list[dict] = []
 
@@ -279,18 +296,24 @@ def _judge(cand: Candidate, config: PALConfig, plain_net: RewardNet, table, k_tr
     same_net = next((r for r in done if r.get("kind") == cand.kind and r.get("k") == cand.k and r.get("adapt_prior")), None)
     if same_net is not None:  # the offset variants reuse their PAL network's prior choice
         choices = [(same_net["adapt_prior"], same_net["adapt_prior_strength"])]
-    else:
-        choices = [("none", 0.0)] + [(p, s) for p in PRIOR_KINDS for s in STRENGTHS]
+    elif config.adapt.prior_strength == "auto":
+        choices = prior_choices()
+    else:  # an explicit strength is used as configured
+        choices = [(config.adapt.prior, config.adapt.prior_strength)]
     row.update(_heldout(net, cfg, table, ho, choices))
     parts = [p for p in (row["known"]["log_loss"], row["heldout_mean_log_loss"]) if p is not None]
     row["score"] = round(float(np.mean(parts)), 5) if parts else None
     return row
 
 
-def _onboard(net: RewardNet, acfg, table, ho: _Heldout, prior_kind: str, offset_var: float = 0.0):
+def _onboard(net: RewardNet, acfg, table, ho: _Heldout, prior_kind: str, offset_var: float = 0.0,
+             population: torch.Tensor | None = None):
     """Onboard the held-out users from every shot set at once: their logits (S * n, K) and offsets
-    (S * n, r) or None (rows u + i * n: user u from shots[i] pairs)."""
+    (S * n, r) or None (rows u + i * n: user u from shots[i] pairs). The start (mean logits) and the
+    prior come from the users of `population` (rows of the net's user table; default every row)."""
     known_logits = net.user_logits.weight.detach()
+    if population is not None:
+        known_logits = known_logits[population]
     n_rep = ho.n * len(ho.shots)
     init = known_logits.mean(0).expand(n_rep, -1).clone()
     theta = adapt_user_logits(net, table, ho.stack, n_rep, acfg, init, fit_prior(prior_kind, known_logits))
@@ -299,15 +322,15 @@ def _onboard(net: RewardNet, acfg, table, ho: _Heldout, prior_kind: str, offset_
 
 
 @torch.no_grad()
-def _stack_metrics(net: RewardNet, table, ho: _Heldout, theta: torch.Tensor, offsets: torch.Tensor | None) -> dict:
-    """{str(n): metrics} of the stacked onboarded users on their test pairs (one forward pass)."""
+def _stack_logits(net: RewardNet, table, ho: _Heldout, theta: torch.Tensor, offsets: torch.Tensor | None) -> list[torch.Tensor]:
+    """The stacked onboarded users' logits on their test pairs, one (m,) tensor per shot set (one forward pass)."""
     w = net.weights_from_logits(theta)
     if offsets is not None:
         w = torch.cat([w, offsets], -1)
     t = ho.test_stack
     z = net.pair_logits(w[t.user], table[t.prompt], table[t.chosen], table[t.rejected])
     m = len(ho.test)
-    return {str(n): _metrics(z[i * m:(i + 1) * m]) for i, n in enumerate(ho.shots)}
+    return [z[i * m:(i + 1) * m] for i in range(len(ho.shots))]
 
 
 def _user_level_stop(net: RewardNet, cfg: PALConfig, table, ho: _Heldout, row: dict) -> dict:
@@ -323,7 +346,10 @@ def _user_level_stop(net: RewardNet, cfg: PALConfig, table, ho: _Heldout, row: d
     if net.has_users:
         known_logits = net.user_logits.weight.detach()
         init = known_logits.mean(0).expand(ho.n, -1).clone()
-        theta = adapt_user_logits(net, table, ho.pool, ho.n, cfg.adapt, init, fit_prior(cfg.adapt.prior, known_logits))
+        acfg = cfg.adapt  # prior_strength=auto is chosen after training: stop with the fallback strength
+        if acfg.prior_strength == "auto":
+            acfg = cfg.updated({"adapt.prior_strength": FALLBACK_PRIOR_STRENGTH}).adapt
+        theta = adapt_user_logits(net, table, ho.pool, ho.n, acfg, init, fit_prior(cfg.adapt.prior, known_logits))
         with torch.no_grad():
             w = net.weights_from_logits(theta)[t.user]
     with torch.no_grad():
@@ -351,16 +377,126 @@ def _heldout(net: RewardNet, cfg: PALConfig, table, ho: _Heldout, choices) -> di
         for n in ho.shots:
             out[str(n)] = out["0"]
         return {"heldout": out, "heldout_mean_log_loss": _mean_ll(out, ho.shots)}
-    best = None
+    best, _ = choose_prior(net, cfg, table, [(ho, None)], choices)
+    return {"heldout": {**out, **best["curve"]}, "heldout_mean_log_loss": round(best["log_loss"], 5),
+            "adapt_prior": best["prior"], "adapt_prior_strength": best["strength"]}
+
+
+def prior_choices(kinds=PRIOR_KINDS) -> list[tuple[str, float]]:
+    """The onboarding priors a choice tries, as (adapt.prior, adapt.prior_strength): maximum likelihood
+    ("none", 0) first, then every kind of `kinds` at every strength of `STRENGTHS`."""
+    return [("none", 0.0)] + [(p, s) for p in kinds if p != "none" for s in STRENGTHS]
+
+
+def choose_prior(net: RewardNet, cfg: PALConfig, table: torch.Tensor, folds, choices) -> tuple[dict, list[dict]]:
+    """The one rule for choosing a new user's prior: onboard users the prior was not fitted on and keep
+    the choice with the lowest log-loss on their test pairs (mean over the shot sets; ties: the first).
+
+    folds: [(_Heldout, population)]: each fold's users are onboarded with the start and the prior fitted
+    on the net's user rows `population` (None = every row; those users must not be among the fold's).
+    choices: [(prior kind, strength)] (`prior_choices`). Each shot set's metrics pool the folds' test pairs.
+    Returns (best, rows): rows = one {"prior", "strength", "log_loss", "curve"} per choice, in order;
+    best = the row with the lowest log_loss.
+    """
+    rows = []
+    shots = folds[0][0].shots
     for prior_kind, strength in choices:
         acfg = cfg.updated({"adapt.prior": prior_kind, "adapt.prior_strength": strength}).adapt
-        curve = _stack_metrics(net, table, ho, *_onboard(net, acfg, table, ho, prior_kind, cfg.model.offset_var))
-        ll = _mean_ll(curve, ho.shots)
-        if best is None or ll < best[0]:
-            best = (ll, prior_kind, strength, curve)
-    ll, prior_kind, strength, curve = best
-    return {"heldout": {**out, **curve}, "heldout_mean_log_loss": round(ll, 5), "adapt_prior": prior_kind,
-            "adapt_prior_strength": strength}
+        parts = [_stack_logits(net, table, ho, *_onboard(net, acfg, table, ho, prior_kind, cfg.model.offset_var, pop))
+                 for ho, pop in folds]
+        curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
+        rows.append({"prior": prior_kind, "strength": strength, "log_loss": _mean_ll(curve, shots), "curve": curve})
+    best = min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))  # ties: the earliest
+    return best, rows
+
+
+def known_user_folds(train: IndexedPairs, val: IndexedPairs | None, n_users: int, seed: int, shots=SHOTS,
+                     max_users: int = 200, device=None) -> tuple[list[tuple[_Heldout, torch.Tensor, np.ndarray]], str]:
+    """Two folds of a fitted model's own (known) users for `choose_prior`, so that no user is onboarded
+    with a prior that contains its own logits (that would favour narrow priors and mixtures).
+
+    The user rows 0..n_users-1 are split in two halves by a seeded permutation; fold b onboards the
+    eligible users of half b (at most `max_users`, seeded) with the start and prior fitted on half
+    1 - b. Shots: each user's first n training pairs; test pairs: its validation pairs, or, without
+    `val`, its training pairs after the first max(shots) (the shared weights were trained on those,
+    an optimistic but prior-neutral test). Eligible: users with both.
+    Returns ([(heldout set, population rows (M,), onboarded rows (n,))], what the test pairs are);
+    the held-out sets' pairs on `device` (default: the CPU).
+    """
+    train = train.to("cpu")
+    if val is not None and len(val):
+        pool_all, test_all, scored_on = train, val.to("cpu"), "validation pairs"
+    else:
+        rank, m = _rank_in_user(train), max(shots)
+        pool_all, test_all = train.take(torch.nonzero(rank < m).flatten()), train.take(torch.nonzero(rank >= m).flatten())
+        scored_on = f"training pairs after their first {m}"
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_users)
+    halves = [np.sort(perm[0::2]), np.sort(perm[1::2])]
+    eligible = np.intersect1d(np.unique(pool_all.user.numpy()), np.unique(test_all.user.numpy()))
+    folds = []
+    for b in (0, 1):
+        users = np.intersect1d(halves[b], eligible)
+        if len(users) > max_users:
+            users = np.sort(rng.choice(users, size=max_users, replace=False))
+        if len(users) == 0 or len(halves[1 - b]) == 0:
+            continue
+        mask = torch.zeros(n_users, dtype=torch.bool)
+        mask[torch.as_tensor(users)] = True
+        local = torch.full((n_users,), -1, dtype=torch.long)
+        local[torch.as_tensor(users)] = torch.arange(len(users))
+        pool = _take(pool_all, mask[pool_all.user], local)
+        test = _take(test_all, mask[test_all.user], local)
+        folds.append((_Heldout.of(pool.to(device or "cpu"), test.to(device or "cpu"), len(users), shots),
+                      torch.as_tensor(halves[1 - b]), users))
+    return folds, scored_on
+
+
+def choose_prior_on_known_users(net: RewardNet, cfg: PALConfig, table: torch.Tensor, train: IndexedPairs,
+                                val: IndexedPairs | None, *, shots=SHOTS, max_users: int = 200) -> dict:
+    """adapt.prior_strength="auto" after a fit that did not select (fixed K): `choose_prior` over
+    `prior_choices((cfg.adapt.prior,))` on the fitted model's own users (`known_user_folds`), shared
+    weights frozen. The configured prior kind is kept; strength 0 (the "none" row) means maximum likelihood.
+
+    table: (T + 1, D); train / val: pairs whose users are the net's rows. Returns the record saved with
+    the model: {"prior", "strength", "chosen_by", and either "users", "scored_on", "shots", "losses"
+    (every choice's mean log-loss) or "reason" (nothing could be chosen: FALLBACK_PRIOR_STRENGTH)}.
+    """
+    kind = cfg.adapt.prior
+
+    def fallback(reason: str) -> dict:
+        return {"prior": kind, "strength": FALLBACK_PRIOR_STRENGTH, "chosen_by": "fallback", "reason": reason}
+
+    if not net.has_users:
+        return fallback("the model has no per-user parameters (BTL): nothing to onboard")
+    if kind == "none":
+        return fallback("adapt.prior is none (maximum likelihood): no prior strength to choose")
+    folds, scored_on = known_user_folds(train, val, net.num_users, cfg.train.seed, shots, max_users, table.device)
+    if not folds:
+        return fallback(f"fewer than 2 known users, or none with both training pairs and {scored_on}")
+    folds = [(ho, pop.to(net.user_logits.weight.device)) for ho, pop, _ in folds]
+    was_training = net.training
+    net.eval()
+    best, rows = choose_prior(net, cfg, table, folds, prior_choices((kind,)))
+    net.train(was_training)
+    return {"prior": kind, "strength": best["strength"], "chosen_by": "known users",
+            "users": sum(ho.n for ho, _ in folds), "scored_on": scored_on, "shots": list(shots),
+            "losses": [{"prior": r["prior"], "strength": r["strength"], "log_loss": round(r["log_loss"], 5)} for r in rows]}
+
+
+def describe_prior_choice(record: dict) -> str:
+    """One line: how new users are onboarded and where that came from (`palrm train` prints it)."""
+    what = f"onboarding prior: {record['prior']}, strength {record['strength']:g}"
+    if record["prior"] != "none" and record["strength"] == 0:
+        what += " = maximum likelihood"
+    by = record.get("chosen_by")
+    if by == "known users":
+        return f"{what} (chosen on {record['users']} known users' {record['scored_on']})"
+    if by == "model selection":
+        return f"{what} (chosen by the model selection on {record['users']} held-out training users)"
+    if by == "configured":
+        return f"{what} (configured)"
+    return f"{what} ({record.get('reason', by)})"
 
 
 def _mean_ll(curve: dict, shots) -> float:

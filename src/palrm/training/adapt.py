@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from palrm.config import AdaptConfig
+from palrm.errors import ConfigError
 from palrm.losses import per_pair_nll
 from palrm.models.base import PairFeatures, RewardNet
 from palrm.models.links import neg_sq_euclidean
@@ -136,7 +137,11 @@ def adapt_user_logits(
     """Learn logits (n_users, K) for users 0..n_users-1 (`pairs.user` holds these local indices).
 
     Returns the new logits; `net` is left exactly as it was (no parameter is written).
+    `cfg.prior_strength` must be a number ("auto" is resolved when a model is fitted).
     """
+    if not isinstance(cfg.prior_strength, (int, float)):
+        raise ConfigError(f"adapt.prior_strength = {cfg.prior_strength!r}: onboarding needs a number; \"auto\" is "
+                          "chosen when a model is fitted (PALRewardModel.fit / palrm train), or pass e.g. 0.3")
     was_training = net.training
     net.eval()
     with torch.no_grad():
