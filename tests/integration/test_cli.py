@@ -228,6 +228,17 @@ def test_train_k_auto_prints_and_saves_the_selection(tmp_path, text_pairs_file, 
     assert len(selection["heldout_user_ids"]) == selection["heldout_users"] > 0
 
 
+def test_train_fixed_k_chooses_prints_and_saves_the_onboarding_prior(tmp_path, text_pairs_file, capsys):
+    run = tmp_path / "k2"
+    assert main(["train", "--data", str(text_pairs_file), "-o", str(run), *FAST]) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((run / "model" / "config.json").read_text())
+    strength = meta["config"]["adapt"]["prior_strength"]
+    assert isinstance(strength, float) and meta["prior_choice"]["strength"] == strength
+    assert re.search(r"^onboarding prior: gaussian, strength [0-9.]+( = maximum likelihood)? "
+                     r"\(chosen on \d+ known users' validation pairs\)$", printed, flags=re.M), printed
+
+
 def test_train_with_val_never_trains_on_split_test_rows(tmp_path, capsys):
     # regression (issue 8, defect 4): with --val, the split column of --data was ignored and its
     # split=test rows were trained on

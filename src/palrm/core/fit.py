@@ -13,7 +13,9 @@ left out of early stopping (with a warning). Every path ends in `_measure_statis
 for what a fit measures on its training pairs and stores with the model: the reference statistics of
 the aggregates (`measure_reference`) and the reward normalisation's mean / std over the training
 responses (`measure_reward_stats`: every pair's chosen and rejected response for the pair's user, at
-most `MAX_REWARD_STATS_PAIRS` pairs, seeded). Same seeds and order of operations on every path as the
+most `MAX_REWARD_STATS_PAIRS` pairs, seeded). adapt.prior_strength="auto" becomes a number on every
+path (`_choose_prior`: chosen on the known users after frozen-embedding fits; `_resolve_prior`: 1.0,
+logged, after fine-tuning and memmap fits), recorded as `state.prior_choice`. Same seeds and order of operations on every path as the
 facade had before this module existed, so figures are bit-identical.
 """
 
