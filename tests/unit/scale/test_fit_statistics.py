@@ -32,7 +32,11 @@ def _expected_from_texts(model: PALRewardModel, frame) -> RewardNormalizer:
     return RewardNormalizer.measure(np.concatenate([chosen, rejected]))
 
 
-def _check(model: PALRewardModel, expected: RewardNormalizer, n_pairs: int, tmp_path, rtol: float = 1e-5) -> None:
+def _check(model: PALRewardModel, expected: RewardNormalizer, n_pairs: int, tmp_path, rtol: float = 1e-5,
+           prior_chosen_by: str = "known users") -> None:
+    strength = model.config_.adapt.prior_strength  # adapt.prior_strength=auto is a number on every path
+    assert isinstance(strength, float) and model.prior_choice_["strength"] == strength
+    assert model.prior_choice_["chosen_by"] == prior_chosen_by, model.prior_choice_
     stats = model.reward_stats_
     assert stats is not None, "this fit path stored no reward statistics"
     assert stats.reference == TRAINING_RESPONSES and stats.n == 2 * n_pairs
@@ -75,7 +79,7 @@ def test_finetune_fit_measures_with_the_finetuned_backbone(frame, tmp_path):
         "finetune": {"enabled": True, "backbone_lr": 1e-3, "warmup_steps": 2}})
     model = PALRewardModel(cfg).fit(frame)
     # rewards through the trained backbone (padded batches differ from the fit's: float rounding only)
-    _check(model, _expected_from_texts(model, frame), len(frame), tmp_path, rtol=1e-4)
+    _check(model, _expected_from_texts(model, frame), len(frame), tmp_path, rtol=1e-4, prior_chosen_by="fallback")
 
 
 def _memmap_dir(directory):
@@ -105,7 +109,7 @@ def test_memmap_fit(tmp_path):
         for i in range(len(u)):
             p = None if prompt[i] < 0 else emb[prompt[i]]
             rewards += model.reward_embeddings(str(u[i]), p, emb[column[i]][None])
-    _check(model, RewardNormalizer.measure(rewards), len(u), tmp_path)
+    _check(model, RewardNormalizer.measure(rewards), len(u), tmp_path, prior_chosen_by="fallback")
 
 
 def test_a_bounded_sample_of_pairs_when_there_are_many(frame):
