@@ -338,7 +338,7 @@ def prototype_scores(net: Any, prompt: torch.Tensor, response: torch.Tensor) -> 
     reduce over the last axis, so they broadcast: no (n, K, d) copies). A BTL net has one reward: (n, 1).
     """
     n = response.shape[0]
-    if not net.has_users:
+    if not net.mixture:  # BTL (personal heads, if any, are not prototypes)
         return net.score(response.new_ones(n, 1), prompt, response).unsqueeze(1)  # (n, 1)
     fx = net.embed_response(response)  # (n, d)
     anchors = net.anchors(prompt)  # (n, K, d) or (1, K, d)

@@ -50,7 +50,7 @@ class ModelConfig:
     prototype_space: str = _f("input", "PAL-A only: prototypes live in the input space and pass through f (f(P)w, the paper's default) or directly in the latent space.")
     tau_init: float = _f(1 / 0.07, "Cosine link: initial scale tau (CLIP's 1/0.07).")
     tau_max: float = _f(100.0, "Cosine link: upper cap of the learned scale tau.")
-    offset: str = _f("none", "Personal offset delta_u beyond the K-mixture (models/offset.py): none (plain PAL), latent (the ideal point moves by delta_u in R^d), or input (a linear head on [phi(x), ||phi(x)||^2] per user); Gaussian prior, MAP fit after training and for new users. Euclidean link only.")
+    offset: str = _f("none", "Personal offset delta_u beyond the K-mixture (models/offset.py): none (plain PAL), latent (the ideal point moves by delta_u in R^d), or input (a linear head on [phi(x), ||phi(x)||^2] per user; with kind btl: per-user heads shrunk toward the shared reward); Gaussian prior, MAP fit after training and for new users. PAL needs the euclidean link; btl takes input only.")
     auto_ks: list = _f([1, 2, 3, 4, 6, 8], "k=auto: the values of K tried.")
     auto_offsets: list = _f(["none", "latent", "input"], "k=auto: the offset kinds tried on each K (see offset).")
     auto_weight_decay: list = _f([0.01, 0.1], "k=auto, second stage: the train.weight_decay values tried (x auto_dropout) on the winning structure only; the configured train.weight_decay / model.dropout pair is the first-stage row itself.")
@@ -80,6 +80,7 @@ class AdaptConfig:
     init: str = _f("population", "Starting point of a new user: population (mean logits of the known users) or uniform (all zeros).")
     prior: str = _f("gaussian", "none = maximum likelihood (the paper's protocol); gaussian (default) = MAP with a Gaussian on the logits fitted to the known users; mixture = MAP with a kernel density over the known users' logits (keeps distinct groups apart).")
     prior_strength: float | str = _f("auto", "Weight lambda of the prior term (a number >= 0; 0 turns it off), or auto (default): chosen on known users when fitting and the chosen number stored here. With model.k=auto the model selection chooses it together with the prior (none / gaussian / mixture) on held-out training users; with a fixed K it is chosen for the configured adapt.prior among 0 (maximum likelihood) and 0.1 / 0.3 / 1 / 3 / 10, each known user onboarded from its first 1, 2, 5, 10 training pairs with a prior fitted on the other half of the users and scored on its validation pairs (evaluation/selection.py, choose_prior_on_known_users). Fits that cannot choose (fine-tuning, memmap, BTL, too few users) store 1.0 and log why.", auto_type=float)
+    offset_var: float = _f(0.0, "Prior variance of the personal offset (model.offset) of a user learned by adapt (new users, few-shot curves, palrm adapt, serve); 0 = model.offset_var. A variance that suits known users with hundreds of pairs lets one with two pairs overfit, so with model.k=auto it is chosen on held-out training users onboarded from few pairs and stored here.")
 
 
 @dataclass
@@ -218,8 +219,11 @@ class PALConfig:
         positive(m.tau_init, "model.tau_init")
         choice(m.offset, OFFSETS, "model.offset")
         positive(m.offset_var, "model.offset_var", zero_ok=True)
-        if m.offset != "none" and (m.link != "euclidean" or m.kind == "btl"):
-            out.append(f"model.offset = {m.offset!r} needs kind pal-a or pal-b with link euclidean (got kind {m.kind!r}, link {m.link!r})")
+        if m.kind == "btl" and m.offset not in ("none", "input"):
+            out.append(f"model.offset = {m.offset!r}: kind btl has no latent ideal point; use offset input (per-user "
+                       "linear heads on the shared reward) or none")
+        elif m.offset != "none" and m.kind != "btl" and m.link != "euclidean":
+            out.append(f"model.offset = {m.offset!r} needs link euclidean for kind {m.kind!r} (got link {m.link!r})")
         if m.tau_max < m.tau_init:
             out.append(f"model.tau_max = {m.tau_max!r}: must be >= model.tau_init ({m.tau_init})")
         positive(t.epochs, "train.epochs")
@@ -239,6 +243,7 @@ class PALConfig:
                            "prior off) or auto (chosen on known users when fitting)")
         else:
             positive(a.prior_strength, "adapt.prior_strength", zero_ok=True)
+        positive(a.offset_var, "adapt.offset_var", zero_ok=True)
         positive(e.batch_size, "encoder.batch_size")
         f, s = self.finetune, self.scale
         choice(f.append_eos, AUTO_BOOL, "finetune.append_eos")

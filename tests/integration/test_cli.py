@@ -209,6 +209,29 @@ def test_adapt_on_a_btl_model_with_a_split_column_reports_btl_accuracy(tmp_path,
     assert out["weights"] == {}
 
 
+def test_btl_with_personal_heads_trains_adapts_and_scores_from_the_cli(tmp_path, text_pairs_file, capsys):
+    # BTL + input offset (per-user heads on the shared reward): new users are learned, unlike plain BTL
+    from tests.conftest import text_pairs_frame
+
+    run = tmp_path / "heads"
+    assert main(["train", "--data", str(text_pairs_file), "--kind", "btl", "--offset", "input", "-o", str(run),
+                 *FAST]) == 0
+    assert "trained btl + input offset on" in capsys.readouterr().out
+    new = text_pairs_frame(n_users=2, pairs_per_user=10, seed=2)
+    new["user_id"] = new["user_id"].map({"user0": "carol", "user1": "dave"})
+    new["split"] = (["train"] * 6 + ["test"] * 4) * 2
+    new.to_json(tmp_path / "new.jsonl", orient="records", lines=True)
+    assert main(["adapt", "--model", str(run / "model"), "--data", str(tmp_path / "new.jsonl"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["new_users"] == ["carol", "dave"] and out["weights"]["carol"] == [1.0]
+    assert out["held_out"]["n_pairs"] == 8 and out["held_out"]["unknown_users"]["n_pairs"] == 0
+    from palrm import PALRewardModel
+
+    model = PALRewardModel.load(run / "model")
+    offsets = model.net_.user_offsets[[model.user_index_["carol"], model.user_index_["dave"]]]
+    assert (offsets.abs().sum(-1) > 0).all()  # each new user got a personal head from its 6 pairs
+
+
 def test_train_k_auto_prints_and_saves_the_selection(tmp_path, text_pairs_file, capsys):
     run = tmp_path / "auto"
     assert main(["train", "--data", str(text_pairs_file), "-o", str(run), "--set", "model.auto_ks=[1,2]",

@@ -147,11 +147,12 @@ def test_aggregate_export_and_score_from_the_command_line(model_dir, tmp_path, c
                                rm("Which pet?", ["I love cats, answer 3", "Dogs are the best, reply 4"]).numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("offset", ["input", "latent"])
-def test_exported_user_of_an_offset_model_keeps_the_personal_offset(tmp_path, offset):
-    """One user of a model with personal offsets: the export equals model.reward, offset included."""
+@pytest.mark.parametrize("kind,offset", [("pal-b", "input"), ("pal-b", "latent"), ("btl", "input")])
+def test_exported_user_of_an_offset_model_keeps_the_personal_offset(tmp_path, kind, offset):
+    """One user of a model with personal offsets (BTL + input offset: per-user heads): the export
+    equals model.reward, offset included."""
     frame = text_pairs_frame(n_users=8, pairs_per_user=20, seed=0)
-    model = PALRewardModel(kind="pal-b", k=2, offset=offset, encoder="hashing:256", epochs=6, seed=0,
+    model = PALRewardModel(kind=kind, k=2, offset=offset, encoder="hashing:256", epochs=6, seed=0,
                            progress=False).fit(frame)
     model_dir = model.save(tmp_path / "model")
     user = "user3"

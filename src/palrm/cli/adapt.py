@@ -35,7 +35,7 @@ def cmd_adapt(args) -> int:
         if len(data) == 0:
             raise ConfigError(f"{args.data}: every row has split=test; nothing is left to adapt on")
     before = set(model.users_)
-    btl = model.config_.model.kind == "btl"  # one reward for everybody: nothing to learn, every user is scored
+    btl = not model.net_.has_users  # plain BTL: one reward for everybody, nothing to learn, every user is scored
     model.adapt(data, reset=args.reset)
     target = Path(args.output or args.model)
     model.save(target)

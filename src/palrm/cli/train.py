@@ -135,7 +135,8 @@ def finish_run(args, config, model, data, val, test, out: Path, log_path: Path, 
         print(format_table(selection))
         print(f"selection: {out / SELECTION_FILE}")
     offset = "" if config.model.offset == "none" else f" + {config.model.offset} offset"
-    print(f"trained {config.model.kind} (K={config.model.k}{offset}) on {len(data)} pairs of {len(model.users_)} users; "
+    structure = f"{config.model.kind}{offset}" if config.model.kind == "btl" else f"{config.model.kind} (K={config.model.k}{offset})"
+    print(f"trained {structure} on {len(data)} pairs of {len(model.users_)} users; "
           f"{len(model.history_)} epochs{note}")
     if model.prior_choice_ and model.net_.has_users:
         from palrm.evaluation.selection import describe_prior_choice

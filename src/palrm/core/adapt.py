@@ -55,7 +55,8 @@ def adapt_logits(state: FittedModel, pairs: PairData, table: torch.Tensor, users
     prior = fit_prior(cfg.prior, all_logits[: len(state.users)][known] if known.any() else all_logits[: len(state.users)])
     logits = adapt_user_logits(net, table, idx, len(users), cfg, init.to(table.device), prior)
     if net.offset_dim:  # then the personal offsets given the K weights (models/offset.py): (n_users, K + r)
-        offsets = fit_user_offsets(net, table, idx, len(users), logits, state.config.model.offset_var)
+        var = state.config.adapt.offset_var or state.config.model.offset_var  # onboarding's own, if chosen
+        offsets = fit_user_offsets(net, table, idx, len(users), logits, var)
         return torch.cat([logits, offsets], -1)
     return logits
 

@@ -169,13 +169,15 @@ def _few_shot_logits(model, pool: PairData, test: PairData, ns: Sequence[int]) -
 
 
 def _personalized(model) -> bool:
-    return model.config_.model.kind != "btl"
+    return model.net_.has_users
 
 
 def _label(model) -> str:
     kind = model.config_.model.kind
     offset = getattr(model.config_.model, "offset", "none")  # the richer user model (issue 9), where present
-    return "BTL" if kind == "btl" else f"{kind.upper()} (K={model.k}" + ("" if offset in (None, "none") else f", {offset} offset") + ")"
+    if kind == "btl":
+        return "BTL" if offset in (None, "none") else "BTL + per-user heads"
+    return f"{kind.upper()} (K={model.k}" + ("" if offset in (None, "none") else f", {offset} offset") + ")"
 
 
 def _train_btl(model, parts: DividedPairs):

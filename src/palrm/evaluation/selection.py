@@ -1,7 +1,8 @@
 """Model selection on validation data: what `PALRewardModel(k="auto")` and `palrm train` run.
 
-Candidates (`candidate_grid`): the BTL baseline, PAL at several K, and the offset user model
-(models/offset.py) on top of each PAL network. Every candidate is judged on data it was not fitted on,
+Candidates (`candidate_grid`): the BTL baseline, per-user heads shrunk toward it (BTL + input
+offset, models/btl.py), PAL at several K, and the offset user model (models/offset.py) on top of
+each PAL network. Every candidate is judged on data it was not fitted on,
 for the two jobs a personalized reward model has:
 
 * **known users**: fitted on their training pairs (early stopping on their validation pairs), scored
@@ -10,7 +11,9 @@ for the two jobs a personalized reward model has:
   candidate's fit; each is onboarded from its first n training pairs (n in `SHOTS`, MAP with the prior
   fitted to the known users) and scored on its validation pairs. The prior (gaussian / mixture) and
   its strength are chosen here too, per candidate, on these held-out known users; never on new users'
-  test pairs.
+  test pairs. For offset candidates, so is the prior variance of an onboarded user's offset
+  (`adapt.offset_var`: model.offset_var or its multiples `ONBOARD_VAR_FACTORS`): the variance chosen
+  on known users' validation pairs suits users with hundreds of pairs and lets one with two overfit.
 
 score = (validation log-loss of known users + mean over n of held-out users' log-loss) / 2; the
 lowest score wins. Everything runs on one embedding table (texts embedded once); an offset variant
@@ -57,6 +60,7 @@ from palrm.training import IndexedPairs, predict_logits, train_net
 logger = logging.getLogger(__name__)
 
 SHOTS = (1, 2, 5, 10)
+ONBOARD_VAR_FACTORS = (0.3, 0.1, 0.03, 0.01)  # adapt.offset_var tried besides model.offset_var, as its multiples
 STRENGTHS = (0.1, 0.3, 1.0, 3.0, 10.0)
 PRIOR_KINDS = ("gaussian", "mixture")
 DEFAULT_KS = (1, 2, 3, 4, 6, 8)
@@ -65,7 +69,7 @@ SELECTION_FILE = "selection.json"
 
 @dataclass(frozen=True)
 class Candidate:
-    """One model of the grid: `kind` (btl, pal-a, pal-b), K and the offset kind."""
+    """One model of the grid: `kind` (btl, pal-a, pal-b), K and the offset kind (btl: none or input)."""
 
     kind: str
     k: int = 1
@@ -74,7 +78,7 @@ class Candidate:
     @property
     def name(self) -> str:
         if self.kind == "btl":
-            return "btl"
+            return "btl" + ("" if self.offset == "none" else f" + {self.offset} offset")
         return f"{self.kind} K={self.k}" + ("" if self.offset == "none" else f" + {self.offset} offset")
 
     def overrides(self) -> dict:
@@ -82,8 +86,9 @@ class Candidate:
 
 
 def candidate_grid(ks=DEFAULT_KS, kinds=("pal-b",), offsets=("none", "latent", "input"), btl: bool = True) -> list[Candidate]:
-    """BTL, then every kind x K x offset."""
-    out = [Candidate("btl")] if btl else []
+    """BTL (and BTL + input offset: per-user heads with shrinkage, when input offsets are tried), then
+    every kind x K x offset."""
+    out = [Candidate("btl")] + ([Candidate("btl", 1, "input")] if "input" in offsets else []) if btl else []
     out += [Candidate(kind, k, off) for kind in kinds for k in ks for off in offsets]
     return out
 
@@ -254,9 +259,11 @@ def select_model(
                                       "train.weight_decay": best["weight_decay"], "model.dropout": best["dropout"]}
     if best.get("adapt_prior"):
         overrides |= {"adapt.prior": best["adapt_prior"], "adapt.prior_strength": best["adapt_prior_strength"]}
+    if best.get("adapt_offset_var"):
+        overrides["adapt.offset_var"] = best["adapt_offset_var"]
     scored = [r for r in rows if r["score"] is not None]
     report = {"candidates": rows, "winner": best["name"], "why": _why(best, scored), "overrides": overrides,
-              "no_personal_structure": winner.kind == "btl" or (winner.k == 1 and winner.offset == "none"),
+              "no_personal_structure": (winner.kind == "btl" or winner.k == 1) and winner.offset == "none",
               "heldout_users": len(held), "known_users": len(known_rows), "shots": list(shots),
               "regularization": {"weight_decay": weight_decays, "dropout": dropouts, "structure": winner.name,
                                  "chosen": {"weight_decay": best["weight_decay"], "dropout": best["dropout"]}},
@@ -296,6 +303,9 @@ def _judge(cand: Candidate, config: PALConfig, plain_net: RewardNet, table, k_tr
     same_net = next((r for r in done if r.get("kind") == cand.kind and r.get("k") == cand.k and r.get("adapt_prior")), None)
     if same_net is not None:  # the offset variants reuse their PAL network's prior choice
         choices = [(same_net["adapt_prior"], same_net["adapt_prior_strength"])]
+    elif net.k == 1:  # one prototype (or BTL): its weight is 1 under any prior, nothing to choose
+        strength = config.adapt.prior_strength
+        choices = [(config.adapt.prior, FALLBACK_PRIOR_STRENGTH if strength == "auto" else strength)]
     elif config.adapt.prior_strength == "auto":
         choices = prior_choices()
     else:  # an explicit strength is used as configured
@@ -378,8 +388,21 @@ def _heldout(net: RewardNet, cfg: PALConfig, table, ho: _Heldout, choices) -> di
             out[str(n)] = out["0"]
         return {"heldout": out, "heldout_mean_log_loss": _mean_ll(out, ho.shots)}
     best, _ = choose_prior(net, cfg, table, [(ho, None)], choices)
-    return {"heldout": {**out, **best["curve"]}, "heldout_mean_log_loss": round(best["log_loss"], 5),
-            "adapt_prior": best["prior"], "adapt_prior_strength": best["strength"]}
+    ll, curve = best["log_loss"], best["curve"]
+    row = {"adapt_prior": best["prior"], "adapt_prior_strength": best["strength"]}
+    if net.offset_dim:  # the onboarding offset variance, given the chosen prior's K weights
+        acfg = cfg.updated({"adapt.prior": best["prior"], "adapt.prior_strength": best["strength"]}).adapt
+        theta, _ = _onboard(net, acfg, table, ho, best["prior"], 0.0)
+        row["adapt_offset_var"] = cfg.model.offset_var
+        row["adapt_offset_vars"] = [{"var": cfg.model.offset_var, "log_loss": round(ll, 5)}]
+        for factor in ONBOARD_VAR_FACTORS:
+            var = cfg.model.offset_var * factor
+            offsets = fit_user_offsets(net, table, ho.stack, len(theta), theta, var)
+            c = {str(n): _metrics(z) for n, z in zip(ho.shots, _stack_logits(net, table, ho, theta, offsets))}
+            row["adapt_offset_vars"].append({"var": var, "log_loss": round(_mean_ll(c, ho.shots), 5)})
+            if _mean_ll(c, ho.shots) < ll:
+                ll, curve, row["adapt_offset_var"] = _mean_ll(c, ho.shots), c, var
+    return {"heldout": {**out, **curve}, "heldout_mean_log_loss": round(ll, 5), **row}
 
 
 def prior_choices(kinds=PRIOR_KINDS) -> list[tuple[str, float]]:

@@ -11,6 +11,11 @@ the K anchors), so that learning a new user's K weights never recomputes (or tou
 With `model.offset` (models/offset.py) a user is [w_u, delta_u]: the "weights" a network scores with
 are then (B, K + r), the K mixture weights followed by the personal offset; (B, K) weights (a group,
 the population, explicit mixtures) mean offset 0.
+
+`mixture` (class): whether the network has K prototypes mixed per user (PAL); BTL has one shared
+reward (K = 1, its single weight is always 1). `has_users` (instance): whether it has per-user
+parameters of any kind: PAL always, BTL only with an input-space offset (a personal linear head on
+top of the shared reward: "per-user heads + shrinkage").
 """
 
 from __future__ import annotations
@@ -43,16 +48,17 @@ class RewardNet(nn.Module):
     """Base class: user weight logits in an nn.Embedding(num_users, K) and the pairwise logit."""
 
     kind: str = ""
-    has_users: bool = True
+    mixture: bool = True  # K prototypes mixed per user (PAL); False: one shared reward (BTL)
 
     def __init__(self, config: ModelConfig, input_dim: int, num_users: int) -> None:
         super().__init__()
         self.config = config
         self.input_dim = input_dim
-        k = config.k if self.has_users else 1
+        k = config.k if self.mixture else 1
         self.user_logits = nn.Embedding(num_users, k)  # (U, K) theta_u; w_u = softmax(theta_u)
         nn.init.normal_(self.user_logits.weight, std=0.1)
-        self.offset_kind = getattr(config, "offset", "none") if self.has_users else "none"
+        self.offset_kind = getattr(config, "offset", "none")
+        self.has_users = self.mixture or self.offset_kind != "none"  # any per-user parameter
         if self.offset_kind != "none":  # (U, r) delta_u, fitted by MAP after training (no RNG drawn here)
             self.register_buffer("user_offsets", torch.zeros(num_users, offset_dim(self.offset_kind, config.d, input_dim)))
 

@@ -150,7 +150,7 @@ def adapt_user_logits(
     net.train(was_training)
     counts = torch.bincount(pairs.user, minlength=n_users).clamp(min=1).to(table.dtype)  # (U,)
     theta = init.detach().clone().to(table.dtype).requires_grad_(True)  # (U, K)
-    if not net.has_users or len(pairs) == 0:
+    if net.k == 1 or len(pairs) == 0:  # one prototype (or BTL): its weight is 1 whatever the logit
         return theta.detach()
     use_prior = prior is not None and cfg.prior != "none" and cfg.prior_strength > 0
     if affine is not None:

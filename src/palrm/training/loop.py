@@ -28,7 +28,7 @@ __all__ = ["param_groups", "train_memmap", "train_net"]
 def param_groups(net: RewardNet, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: shared parameters at `cfg.lr` with weight decay, user logits at `cfg.user_lr` without."""
     groups = [{"params": [p for p in net.shared_parameters() if p.requires_grad], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-    if net.has_users:
+    if net.mixture:  # BTL's one weight is fixed (offsets are fitted after training)
         groups.append({"params": [net.user_logits.weight], "lr": cfg.user_lr, "weight_decay": 0.0})
     return groups
 

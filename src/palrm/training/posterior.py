@@ -610,11 +610,18 @@ def reward_samples(post: UserPosterior, net: RewardNet, prompt: torch.Tensor, re
     ideal points and the link are evaluated per draw. offset: the user's personal offset delta_u (r,)
     of an offset model (models/offset.py), held at its MAP value under every draw of the weights:
     latent offsets move each draw's ideal point, input offsets add <delta_u, h(x)> to every draw.
+    A network without a mixture (BTL, with personal heads or not) has one weight: all draws agree.
     """
     w = torch.as_tensor(post.sample_weights(n_samples), dtype=responses.dtype, device=responses.device)  # (S, K)
     r = responses.shape[0]
     with torch.no_grad():
         net.eval()
+        if not net.mixture:  # BTL (+ personal heads): K = 1, every draw is the same reward
+            w1 = w[:1].expand(r, -1)  # (R, 1)
+            if offset is not None:
+                w1 = torch.cat([w1, offset.to(w1).expand(r, -1)], -1)  # (R, 1 + r)
+            scores = net.score(w1, prompt.expand(r, -1), responses)  # (R,)
+            return scores.expand(len(w), -1).double().cpu().numpy()  # (S, R)
         fx = net.embed_response(responses)  # (R, d)
         anchors = net.anchors(prompt).expand(r, -1, -1)  # (R, K, d)
         ideal = torch.einsum("sk,rkd->srd", w, anchors)  # (S, R, d)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -62,7 +64,9 @@ def test_selection_says_so_when_users_agree(synthetic_splits):
 
 def test_candidate_grid():
     grid = candidate_grid(ks=(1, 2), offsets=("none", "input"))
-    assert [c.name for c in grid] == ["btl", "pal-b K=1", "pal-b K=1 + input offset", "pal-b K=2", "pal-b K=2 + input offset"]
+    assert [c.name for c in grid] == ["btl", "btl + input offset", "pal-b K=1", "pal-b K=1 + input offset", "pal-b K=2",
+                                      "pal-b K=2 + input offset"]
+    assert [c.name for c in candidate_grid(ks=(2,), offsets=("none", "latent"))] == ["btl", "pal-b K=2", "pal-b K=2 + latent offset"]
 
 
 def test_user_level_early_stopping_and_the_regularisation_stage(synthetic_splits):
@@ -113,3 +117,34 @@ def test_user_level_stop_loss_drives_early_stopping():
     history = train_net(net, table, pairs, pairs, cfg.train, extra_validation=stop)
     assert len(history) == 6 and [h["stop_loss"] for h in history][1] == 0.0
     assert all(torch.equal(v, snapshots[1][k]) for k, v in net.state_dict().items())
+
+
+def test_onboarding_offset_variance_is_chosen_on_held_out_users(synthetic_splits):
+    splits, _, _ = synthetic_splits
+    table, tr, va, n_users = _index(splits)
+    report = select_model(CFG, table, tr, va, n_users, candidates=[Candidate("btl"), Candidate("btl", 1, "input")],
+                          shots=(1, 5), weight_decays=[0.01], dropouts=[0.0])
+    row = next(r for r in report["candidates"] if r["name"] == "btl + input offset")
+    tried = row["adapt_offset_vars"]
+    assert [t["var"] for t in tried][0] == row["offset_var"] and len(tried) == 5  # model.offset_var, then its multiples
+    best = min(tried, key=lambda t: t["log_loss"])
+    assert row["adapt_offset_var"] == best["var"] and row["heldout_mean_log_loss"] == best["log_loss"]
+    if report["winner"] == "btl + input offset":
+        assert report["overrides"]["adapt.offset_var"] == row["adapt_offset_var"]
+
+
+def test_adapt_uses_the_onboarding_offset_variance(synthetic_splits):
+    from palrm import PALRewardModel
+
+    splits, shots, _ = synthetic_splits
+    model = PALRewardModel(kind="btl", offset="input", hidden=[16], epochs=5, seed=0, progress=False)
+    model.fit(splits.train, splits.validation)
+    user = shots.user_ids[0]
+    one = shots.for_users([user]).compact_users()
+    norms = {}
+    for var in (0.0, 1e-8):  # 0: model.offset_var; a tiny onboarding variance pins the new head to zero
+        m = copy.deepcopy(model)
+        m.config_.adapt.offset_var = var
+        m.adapt(one)
+        norms[var] = float(m.net_.user_offsets[m.user_index_[user]].abs().sum())
+    assert norms[0.0] > 100 * norms[1e-8], norms
