@@ -492,6 +492,9 @@ def choose_prior_on_known_users(net: RewardNet, cfg: PALConfig, table: torch.Ten
 
     if not net.has_users:
         return fallback("the model has no per-user parameters (BTL): nothing to onboard")
+    if net.k == 1:
+        return fallback("one prototype (K = 1, or BTL with personal heads): a new user's only mixture weight is 1 "
+                        "under any prior; nothing to choose")
     if kind == "none":
         return fallback("adapt.prior is none (maximum likelihood): no prior strength to choose")
     folds, scored_on = known_user_folds(train, val, net.num_users, cfg.train.seed, shots, max_users, table.device)
