@@ -248,3 +248,23 @@ def test_aggregate_items_and_get_reward_default_give_the_library_rewards(model_d
                           ({"aggregate": "maxmin", "user_id": "user0", "response": "x"}, "not more")):
             resp = client.post("/v1/reward", json={"items": [bad]})
             assert resp.status_code == 422 and what in resp.json()["detail"], resp.text
+
+
+def test_a_polled_row_older_than_the_served_one_is_not_applied(model_dir, tmp_path):
+    """Replica polls read rows off the model thread: a row read before this replica's own adapt committed is
+    stale by the time it is applied, and must not replace the newer weights."""
+    import dataclasses
+
+    engine = make_engine(model_dir, tmp_path)
+    engine.adapt_sync("fresh-user", DOG_PAIRS[:3])
+    first = engine.store.get("fresh-user")  # version 1, as a poll would have read it
+    engine.adapt_sync("fresh-user", DOG_PAIRS[3:])
+    served = engine.state.user_logits("fresh-user").clone()
+    assert engine.store.get("fresh-user").version == 2
+    assert engine.apply_changes_sync([first]) == 0  # stale: version 1 < 2
+    assert engine.apply_changes_sync([engine.store.get("fresh-user")]) == 0  # the row served here already
+    torch.testing.assert_close(engine.state.user_logits("fresh-user"), served)
+    newer = dataclasses.replace(first, version=3, logits=[float(x) + 1.0 for x in first.logits])
+    assert engine.apply_changes_sync([newer]) == 1  # another replica's later adapt is applied
+    torch.testing.assert_close(engine.state.user_logits("fresh-user"), torch.tensor(newer.logits))
+    engine.store.close()

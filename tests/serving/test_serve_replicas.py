@@ -82,3 +82,35 @@ def test_unreachable_store_fails_at_start_up_with_one_line(model_dir):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot be reached" in lines[0] and "127.0.0.1" in lines[0], proc.stderr
     assert "s3cret-pw" not in proc.stderr
+
+
+def test_a_poll_that_finds_nothing_new_leaves_the_model_thread_alone(model_dir, pg_url):
+    """The change poll's query runs on the store thread: while the model thread is busy (a reward batch), an
+    empty poll still completes; rows another replica wrote wait for the model thread and are applied there."""
+    import asyncio
+    import threading
+
+    from palrm.serve.engine import RewardEngine, ServeSettings
+
+    reader = RewardEngine(model_dir, ServeSettings(store_url=pg_url))
+    writer = RewardEngine(model_dir, ServeSettings(store_url=pg_url))
+    release = threading.Event()
+
+    async def run():
+        busy = asyncio.ensure_future(reader.run_model(release.wait, 30))  # the model thread is taken
+        try:
+            assert await asyncio.wait_for(reader.poll_store(), 10) == 0  # nothing new: answered without it
+            writer.adapt_sync("dog-fan", DOG_FAN_PAIRS)
+            poll = asyncio.ensure_future(reader.poll_store())
+            await asyncio.sleep(0.5)
+            assert not poll.done()  # the row waits for the model thread
+        finally:
+            release.set()
+        assert await asyncio.wait_for(poll, 10) == 1 and await busy
+        assert await asyncio.wait_for(reader.poll_store(), 10) == 0  # the cursor moved past it
+
+    asyncio.run(run())
+    assert reader.state.user_logits("dog-fan").tolist() == writer.state.user_logits("dog-fan").tolist()
+    for engine in (reader, writer):
+        engine.executor.shutdown()
+        engine.store.close()

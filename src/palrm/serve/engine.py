@@ -23,8 +23,12 @@ Encoder backends: `torch` (the model's own encoder) or `onnx` / `onnx-int8` (`pa
 exported from the same sentence-transformers weights; CPU only).
 
 Many replicas, one store: with a PostgreSQL store (`store.shared`), a task polls the store's change
-sequence every `poll_interval` seconds on the model thread and applies users written by other
-replicas, so a user adapted anywhere is served everywhere within one poll.
+sequence every `poll_interval` seconds and applies users written by other replicas, so a user
+adapted anywhere is served everywhere within one poll. The poll's query runs on its own store
+thread, not on the model thread: a poll that finds nothing new (every poll while no replica
+adapts) never delays a reward batch; only the rows it found are applied on the model thread, and a
+row older than the version this replica already serves (its own adapt committed since the query)
+is skipped.
 
 Normalised rewards (`normalize`, per server or per request): (r - mean) / std with the model's
 reference statistics (`palrm.normalization`); /v1/compare always uses raw rewards.
@@ -49,7 +53,7 @@ from palrm.errors import ConfigError, PalrmError, UnknownUserError
 from palrm.normalization import NO_STATS_HINT
 from palrm.serve.embeddings import BatchEmbedder, estimate_tokens
 from palrm.serve.postgres import PostgresUserStore, is_postgres_url
-from palrm.serve.store import UserStore, default_store_path, model_fingerprint
+from palrm.serve.store import StoredUser, UserStore, default_store_path, model_fingerprint
 from palrm.training.posterior import UserPosterior
 
 logger = logging.getLogger(__name__)
@@ -154,6 +158,8 @@ class RewardEngine:
             raise ConfigError(f"the {settings.encoder_backend} encoder gives {warm.shape[1]}-d vectors; this model "
                               f"expects {self.state.input_dim}")
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-model")
+        # a shared store's change polls query here, so the model thread only sees polls that found rows
+        self._store_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palrm-store")
         self._queue: list[tuple[list[Item], asyncio.Future, int]] = []  # (items, future, estimated tokens)
         self._queued_items = 0
         self._pending_adapts = 0
@@ -211,10 +217,11 @@ class RewardEngine:
         self._applied = {r.user_id: (r.version, r.n_pairs) for r in rows}
         return len(rows)
 
-    def sync_store_sync(self) -> int:
-        """Apply users that other replicas wrote since the last poll (model thread); returns how many."""
-        rows, self._seq = self.store.changes_since(self._seq)
-        rows = [r for r in rows if len(r.logits) == self.n_params]
+    def apply_changes_sync(self, rows: list[StoredUser]) -> int:
+        """Apply users that other replicas wrote (rows of `store.changes_since`, read off the model thread)
+        on the model thread; returns how many. A row older than the one served here is skipped: this
+        replica adapted the user after the rows were read."""
+        rows = [r for r in rows if len(r.logits) == self.n_params and r.version > self._applied.get(r.user_id, (0, 0))[0]]
         if not rows or not self.has_users:
             return 0
         for r in rows:  # remember a trained user's own weights before another replica's adapt replaces them
@@ -410,6 +417,7 @@ class RewardEngine:
                 except asyncio.CancelledError:
                     pass
         self.executor.shutdown(wait=True)
+        self._store_executor.shutdown(wait=True)
         self.store.close()
 
     @property
@@ -496,12 +504,21 @@ class RewardEngine:
                 fut.set_result([float(x) for x in part])
 
 
+    async def poll_store(self) -> int:
+        """One poll of a shared store: the query on the store thread, then the rows found (if any) applied on
+        the model thread; returns how many users were applied."""
+        loop = asyncio.get_running_loop()
+        rows, seq = await loop.run_in_executor(self._store_executor, self.store.changes_since, self._seq)
+        applied = await self.run_model(self.apply_changes_sync, rows) if rows else 0
+        self._seq = seq  # polls run one after another (one poll task): nothing else moves the cursor meanwhile
+        return applied
+
     async def _poll_loop(self) -> None:
         """Apply other replicas' writes every poll_interval seconds; a store outage is logged and retried."""
         while True:
             await asyncio.sleep(self.settings.poll_interval)
             try:
-                await self.run_model(self.sync_store_sync)
+                await self.poll_store()
             except Exception as exc:  # keep serving the users we have; the next poll catches up
                 logger.warning("polling the user store %s failed: %s", self.store.path, exc)
 
