@@ -17,13 +17,15 @@ and cuts the sorted list into batches of at most ``batch_size`` texts and at mos
 Session settings (`session_options`): every graph optimisation ONNX Runtime has (level ALL, its own
 fusions at load time), sequential execution, ``threads`` intra-op threads, and intra-op threads
 that sleep instead of spin-waiting between operators. What was measured on the 2-core machine
-(`benchmarks/onnx_variants.py`: 901 Persona texts, MiniLM, figures in docs/benchmarks.md):
-spin-waiting intra-op threads (ORT's default) cost about 30% with 2 threads on a shared 2-core
-machine, so they sleep. The graph of onnxruntime.transformers' `optimize_model(model_type="bert")`
-(Attention, EmbedLayerNorm, SkipLayerNorm and BiasGelu fused; it needs an export with eager
-attention) was not faster with 1 thread and, with 2 threads, 0.7x and 1.8x this export in two
-interleaved runs: not established, so not used. IO binding saves device copies, of which the CPU
-provider has none.
+(`benchmarks/onnx_variants.py`: 901 Persona texts, MiniLM, torch timed in the same interleaved
+rounds; figures in docs/benchmarks.md): spin-waiting intra-op threads (ORT's default) were slower
+with 1 and 2 threads, so they sleep; the graph of onnxruntime.transformers'
+`optimize_model(model_type="bert")` (Attention, EmbedLayerNorm, SkipLayerNorm and BiasGelu fused;
+it needs an export with eager attention) was slower than this export with 1 and 2 threads (best
+and median), and an eager-attention export alone was not reliably faster, so neither is used;
+batches of 128 texts were slower than 32. MatMul kernels take about 87% of this export's time (ORT's
+profiler), so fusions have little to win. IO binding saves device copies, of which the CPU provider
+has none.
 
 Spec strings: ``onnx:<spec>`` and ``onnx-int8:<spec>`` where ``<spec>`` names a sentence-transformers
 encoder (``minilm``, ``minilm:normalize``, ``st:<dir>[:normalize]``), e.g. ``onnx-int8:minilm``.
