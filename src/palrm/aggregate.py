@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from palrm.data.schema import NO_PROMPT, PairData
+from palrm.data.schema import NO_PROMPT
 from palrm.errors import ConfigError
 
 __all__ = [

@@ -48,8 +48,8 @@ from palrm.core import (
     text_rows,
 )
 from palrm.errors import ConfigError, DataFormatError, ModelFileError, PalrmError
-from palrm.training.posterior import UserPosterior, parse_risk, reward_samples
 from palrm.normalization import NO_STATS_HINT, RewardNormalizer
+from palrm.training.posterior import UserPosterior, parse_risk, reward_samples
 from palrm.version import __version__
 
 logger = logging.getLogger(__name__)

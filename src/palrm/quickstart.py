@@ -85,7 +85,8 @@ def _run(output_dir, *, encoder: str, seed: int, progress: bool, small: bool, pr
         model = PALRewardModel(kind=kind, encoder=enc, seed=seed, progress=progress, **auto)
         model.fit(splits.train, splits.validation, log_path=out / f"train_log_{name}.jsonl")
         if model.selection_:
-            from palrm.evaluation.selection import SELECTION_FILE, format_table as selection_table
+            from palrm.evaluation.selection import SELECTION_FILE
+            from palrm.evaluation.selection import format_table as selection_table
 
             (out / SELECTION_FILE).write_text(json.dumps(model.selection_, indent=2))
             results["selected"] = model.selection_["winner"]

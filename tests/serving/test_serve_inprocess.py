@@ -6,8 +6,8 @@ import asyncio
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

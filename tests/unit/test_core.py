@@ -74,8 +74,8 @@ def test_adapt_creates_no_tensor_on_the_default_device(synthetic_splits, kind, l
 
 # ---------------------------------------------------------------------------------------------- defect 2
 def test_encoders_are_built_on_the_model_device():
-    from palrm.core import Embedder, build_encoder
     from palrm.config import EncoderConfig
+    from palrm.core import Embedder, build_encoder
 
     enc = build_encoder("st:/nonexistent-model-dir-for-the-test", "cuda:1")  # not loaded: only placed
     assert enc.device == "cuda:1"

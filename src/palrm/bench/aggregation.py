@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from palrm.bench.common import fit, r4, set_threads, with_embeddings, write_json
 from palrm.data.schema import NO_PROMPT, PairData

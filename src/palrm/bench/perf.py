@@ -98,8 +98,8 @@ def time_to_accuracy(sp, seed: int) -> tuple[dict, dict]:
 
 def adapt_latency(model, ds, pairs, seed: int, encoder: str, n_big: int, repeats: int) -> dict:
     """One new user with 20 pairs (facade and core), and `n_big` new users x 20 pairs at once."""
-    from palrm.data.persona import build_persona
     from palrm.core import pair_index, pair_table
+    from palrm.data.persona import build_persona
     from palrm.training import adapt_user_logits
 
     user = ds.unseen_users[0]

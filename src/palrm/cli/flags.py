@@ -19,6 +19,7 @@ import yaml
 from palrm.config import PALConfig, dotted_key
 from palrm.errors import ConfigError
 
+
 def k_value(text: str) -> int | str:
     """--k: a positive integer or auto."""
     if text == "auto":

@@ -54,8 +54,8 @@ import torch
 from palrm.config import FALLBACK_PRIOR_STRENGTH, PALConfig
 from palrm.losses import per_pair_nll
 from palrm.models import RewardNet, build_net
-from palrm.training.adapt import adapt_user_logits, choose_offset_var, fit_prior, fit_user_offsets
 from palrm.training import IndexedPairs, predict_logits, train_net
+from palrm.training.adapt import adapt_user_logits, choose_offset_var, fit_prior, fit_user_offsets
 
 logger = logging.getLogger(__name__)
 

@@ -10,19 +10,12 @@ from palrm import PALRewardModel
 from palrm.config import ModelConfig, TrainConfig
 from palrm.errors import ConfigError
 from palrm.models import build_net
-from palrm.training import indexed, train_net
-
-
-def _pairs(n_users=6, per_user=20, d_in=8, seed=0):
-    rng = np.random.default_rng(seed)
-    table = torch.cat([torch.randn(30, d_in), torch.zeros(1, d_in)])
-    n = n_users * per_user
-    return table, indexed(np.repeat(np.arange(n_users), per_user), rng.integers(0, 5, n), rng.integers(5, 30, n),
-                          rng.integers(5, 30, n), 30)
+from palrm.training import train_net
+from tests.unit.models.helpers import small_pairs
 
 
 def test_btl_with_zero_offsets_is_btl_and_offsets_shift_the_logit_linearly():
-    table, pairs = _pairs()
+    table, pairs = small_pairs()
     nets = []
     for off in ("none", "input"):
         torch.manual_seed(0)

@@ -11,21 +11,14 @@ from palrm.config import ModelConfig, TrainConfig
 from palrm.errors import ConfigError
 from palrm.models import build_net
 from palrm.models.offset import map_offsets
-from palrm.training import indexed, train_net
-
-
-def _pairs(n_users=6, per_user=20, d_in=8, seed=0):
-    rng = np.random.default_rng(seed)
-    table = torch.cat([torch.randn(30, d_in), torch.zeros(1, d_in)])
-    n = n_users * per_user
-    return table, indexed(np.repeat(np.arange(n_users), per_user), rng.integers(0, 5, n), rng.integers(5, 30, n),
-                          rng.integers(5, 30, n), 30)
+from palrm.training import train_net
+from tests.unit.models.helpers import small_pairs
 
 
 @pytest.mark.parametrize("kind", ["pal-a", "pal-b"])
 @pytest.mark.parametrize("offset", ["latent", "input"])
 def test_offset_model_with_zero_offsets_is_pal_and_trains_bit_identically(kind, offset):
-    table, pairs = _pairs()
+    table, pairs = small_pairs()
     nets = []
     for off in ("none", offset):
         torch.manual_seed(0)
@@ -48,7 +41,7 @@ def test_offset_model_with_zero_offsets_is_pal_and_trains_bit_identically(kind, 
 
 @pytest.mark.parametrize("offset", ["latent", "input"])
 def test_offsets_shift_the_logit_linearly(offset):
-    table, pairs = _pairs()
+    table, pairs = small_pairs()
     torch.manual_seed(0)
     net = build_net(ModelConfig(kind="pal-b", k=2, d=4, hidden=[8], offset=offset), 8, 6).eval()
     delta = torch.randn(6, net.offset_dim)
