@@ -225,6 +225,8 @@ def _choose_prior(state: FittedModel, table: torch.Tensor, train_idx: IndexedPai
 def _set_prior_choice(state: FittedModel, record: dict) -> None:
     state.prior_choice = record
     state.config.adapt.prior_strength = record["strength"]
+    if "offset_var" in record:
+        state.config.adapt.offset_var = record["offset_var"]
 
 
 def _resolve_prior(state: FittedModel, why: str) -> None:

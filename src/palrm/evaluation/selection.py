@@ -391,17 +391,10 @@ def _heldout(net: RewardNet, cfg: PALConfig, table, ho: _Heldout, choices) -> di
     ll, curve = best["log_loss"], best["curve"]
     row = {"adapt_prior": best["prior"], "adapt_prior_strength": best["strength"]}
     if net.offset_dim:  # the onboarding offset variance, given the chosen prior's K weights
-        acfg = cfg.updated({"adapt.prior": best["prior"], "adapt.prior_strength": best["strength"]}).adapt
-        theta, _ = _onboard(net, acfg, table, ho, best["prior"], 0.0)
-        row["adapt_offset_var"] = cfg.model.offset_var
-        row["adapt_offset_vars"] = [{"var": cfg.model.offset_var, "log_loss": round(ll, 5)}]
-        for factor in ONBOARD_VAR_FACTORS:
-            var = cfg.model.offset_var * factor
-            offsets = fit_user_offsets(net, table, ho.stack, len(theta), theta, var)
-            c = {str(n): _metrics(z) for n, z in zip(ho.shots, _stack_logits(net, table, ho, theta, offsets))}
-            row["adapt_offset_vars"].append({"var": var, "log_loss": round(_mean_ll(c, ho.shots), 5)})
-            if _mean_ll(c, ho.shots) < ll:
-                ll, curve, row["adapt_offset_var"] = _mean_ll(c, ho.shots), c, var
+        var_best, var_rows = choose_onboarding_offset_var(net, cfg, table, [(ho, None)], best["prior"], best["strength"])
+        ll, curve = var_best["log_loss"], var_best["curve"]
+        row["adapt_offset_var"] = var_best["var"]
+        row["adapt_offset_vars"] = [{"var": r["var"], "log_loss": round(r["log_loss"], 5)} for r in var_rows]
     return {"heldout": {**out, **curve}, "heldout_mean_log_loss": round(ll, 5), **row}
 
 
@@ -430,6 +423,31 @@ def choose_prior(net: RewardNet, cfg: PALConfig, table: torch.Tensor, folds, cho
         curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
         rows.append({"prior": prior_kind, "strength": strength, "log_loss": _mean_ll(curve, shots), "curve": curve})
     best = min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))  # ties: the earliest
+    return best, rows
+
+
+def choose_onboarding_offset_var(net: RewardNet, cfg: PALConfig, table: torch.Tensor, folds, prior_kind: str,
+                                 strength: float) -> tuple[dict, list[dict]]:
+    """The one rule for `adapt.offset_var`, the prior variance of an onboarded user's personal offset:
+    onboard the folds' users (K weights with the given prior, then offsets at each variance
+    model.offset_var x (1, *ONBOARD_VAR_FACTORS)) and keep the lowest log-loss on their test pairs
+    (mean over the shot sets; ties: the first, i.e. model.offset_var). The variance chosen on known
+    users' validation pairs suits users with hundreds of pairs; a (D + 1)-dimensional head fitted to
+    one or two pairs at that variance overfits.
+
+    folds: as `choose_prior`. Returns (best, rows): rows = one {"var", "log_loss", "curve"} per variance.
+    """
+    acfg = cfg.updated({"adapt.prior": prior_kind, "adapt.prior_strength": strength}).adapt
+    thetas = [_onboard(net, acfg, table, ho, prior_kind, 0.0, pop)[0] for ho, pop in folds]
+    shots = folds[0][0].shots
+    rows = []
+    for factor in (1.0, *ONBOARD_VAR_FACTORS):
+        var = cfg.model.offset_var * factor
+        parts = [_stack_logits(net, table, ho, theta, fit_user_offsets(net, table, ho.stack, len(theta), theta, var))
+                 for (ho, _), theta in zip(folds, thetas)]
+        curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
+        rows.append({"var": var, "log_loss": _mean_ll(curve, shots), "curve": curve})
+    best = min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))
     return best, rows
 
 
@@ -482,8 +500,10 @@ def choose_prior_on_known_users(net: RewardNet, cfg: PALConfig, table: torch.Ten
     weights frozen. The configured prior kind is kept; strength 0 (the "none" row) means maximum likelihood.
 
     table: (T + 1, D); train / val: pairs whose users are the net's rows. Returns the record saved with
-    the model: {"prior", "strength", "chosen_by", and either "users", "scored_on", "shots", "losses"
-    (every choice's mean log-loss) or "reason" (nothing could be chosen: FALLBACK_PRIOR_STRENGTH)}.
+    the model: {"prior", "strength", "chosen_by", and either "losses" (every choice's mean log-loss) or
+    "reason" (nothing could be chosen: FALLBACK_PRIOR_STRENGTH)}, plus, for a model with personal
+    offsets and adapt.offset_var 0, "offset_var" and "offset_vars" (`choose_onboarding_offset_var` on
+    the same folds); "users", "scored_on", "shots" whenever something was chosen.
     """
     kind = cfg.adapt.prior
 
@@ -492,22 +512,30 @@ def choose_prior_on_known_users(net: RewardNet, cfg: PALConfig, table: torch.Ten
 
     if not net.has_users:
         return fallback("the model has no per-user parameters (BTL): nothing to onboard")
-    if net.k == 1:
-        return fallback("one prototype (K = 1, or BTL with personal heads): a new user's only mixture weight is 1 "
-                        "under any prior; nothing to choose")
-    if kind == "none":
-        return fallback("adapt.prior is none (maximum likelihood): no prior strength to choose")
     folds, scored_on = known_user_folds(train, val, net.num_users, cfg.train.seed, shots, max_users, table.device)
     if not folds:
         return fallback(f"fewer than 2 known users, or none with both training pairs and {scored_on}")
     folds = [(ho, pop.to(net.user_logits.weight.device)) for ho, pop, _ in folds]
     was_training = net.training
     net.eval()
-    best, rows = choose_prior(net, cfg, table, folds, prior_choices((kind,)))
+    if net.k == 1:
+        record = fallback("one prototype (K = 1, or BTL with personal heads): a new user's only mixture weight is 1 "
+                          "under any prior; nothing to choose")
+    elif kind == "none":
+        record = fallback("adapt.prior is none (maximum likelihood): no prior strength to choose")
+    else:
+        best, rows = choose_prior(net, cfg, table, folds, prior_choices((kind,)))
+        record = {"prior": kind, "strength": best["strength"], "chosen_by": "known users",
+                  "losses": [{"prior": r["prior"], "strength": r["strength"], "log_loss": round(r["log_loss"], 5)}
+                             for r in rows]}
+    if net.offset_dim and not cfg.adapt.offset_var:  # and a new user's offset variance, on the same folds
+        best, rows = choose_onboarding_offset_var(net, cfg, table, folds, kind, record["strength"])
+        record |= {"offset_var": best["var"],
+                   "offset_vars": [{"var": r["var"], "log_loss": round(r["log_loss"], 5)} for r in rows]}
+    if "losses" in record or "offset_var" in record:
+        record |= {"users": sum(ho.n for ho, _ in folds), "scored_on": scored_on, "shots": list(shots)}
     net.train(was_training)
-    return {"prior": kind, "strength": best["strength"], "chosen_by": "known users",
-            "users": sum(ho.n for ho, _ in folds), "scored_on": scored_on, "shots": list(shots),
-            "losses": [{"prior": r["prior"], "strength": r["strength"], "log_loss": round(r["log_loss"], 5)} for r in rows]}
+    return record
 
 
 def describe_prior_choice(record: dict) -> str:
@@ -515,6 +543,8 @@ def describe_prior_choice(record: dict) -> str:
     what = f"onboarding prior: {record['prior']}, strength {record['strength']:g}"
     if record["prior"] != "none" and record["strength"] == 0:
         what += " = maximum likelihood"
+    if "offset_var" in record:
+        what += f"; new users' offset variance {record['offset_var']:.3g} (chosen on {record['users']} known users)"
     by = record.get("chosen_by")
     if by == "known users":
         return f"{what} (chosen on {record['users']} known users' {record['scored_on']})"

@@ -101,3 +101,15 @@ def test_personal_heads_save_load_adapt_score(heads_models, tmp_path):
     own = loaded.reward_embeddings(user, prompt, items)
     shared = loaded.reward_embeddings(None, prompt, items, weights=[1.0])
     assert not np.allclose(own, shared)  # the personal head changes the user's rewards
+
+
+def test_a_fixed_fit_chooses_new_users_offset_variance_on_its_own_users(heads_models):
+    _, heads, _ = heads_models
+    record = heads.prior_choice_
+    tried = record["offset_vars"]
+    assert tried[0]["var"] == heads.config_.model.offset_var and len(tried) == 5  # the known users' variance first
+    best = min(tried, key=lambda t: t["log_loss"])
+    assert heads.config_.adapt.offset_var == record["offset_var"] == best["var"]
+    from palrm.evaluation.selection import describe_prior_choice
+
+    assert "new users' offset variance" in describe_prior_choice(record)
