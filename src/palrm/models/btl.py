@@ -1,7 +1,7 @@
 """The BTL baseline: one reward r(t, x) = MLP([phi(t), phi(x)]) shared by every user.
 
 This is what a standard reward model (TRL's RewardTrainer head) learns on the same embeddings, so
-PAL and BTL are compared like for like. It has no per-user parameters: user weights are ignored.
+PAL and BTL are compared like for like. Plain BTL has no per-user parameters: user weights are ignored.
 
 With `model.offset = "input"` it becomes per-user linear heads shrunk toward the shared reward (the
 textbook baseline of issue 9, with a nonlinear shared head), in the offset model's terms
