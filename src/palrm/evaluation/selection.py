@@ -420,10 +420,19 @@ def choose_prior(net: RewardNet, cfg: PALConfig, table: torch.Tensor, folds, cho
         acfg = cfg.updated({"adapt.prior": prior_kind, "adapt.prior_strength": strength}).adapt
         parts = [_stack_logits(net, table, ho, *_onboard(net, acfg, table, ho, prior_kind, cfg.model.offset_var, pop))
                  for ho, pop in folds]
-        curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
-        rows.append({"prior": prior_kind, "strength": strength, "log_loss": _mean_ll(curve, shots), "curve": curve})
-    best = min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))  # ties: the earliest
-    return best, rows
+        rows.append({"prior": prior_kind, "strength": strength, **_pooled(parts, shots)})
+    return _lowest(rows), rows
+
+
+def _pooled(parts: list[list[torch.Tensor]], shots) -> dict:
+    """{"log_loss": mean over shot sets, "curve": {str(n): metrics}} of the folds' `_stack_logits` pooled."""
+    curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
+    return {"log_loss": _mean_ll(curve, shots), "curve": curve}
+
+
+def _lowest(rows: list[dict]) -> dict:
+    """The row with the lowest log_loss (NaN last; ties: the earliest)."""
+    return min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))
 
 
 def choose_onboarding_offset_var(net: RewardNet, cfg: PALConfig, table: torch.Tensor, folds, prior_kind: str,
@@ -445,10 +454,8 @@ def choose_onboarding_offset_var(net: RewardNet, cfg: PALConfig, table: torch.Te
         var = cfg.model.offset_var * factor
         parts = [_stack_logits(net, table, ho, theta, fit_user_offsets(net, table, ho.stack, len(theta), theta, var))
                  for (ho, _), theta in zip(folds, thetas)]
-        curve = {str(n): _metrics(torch.cat([p[i] for p in parts])) for i, n in enumerate(shots)}
-        rows.append({"var": var, "log_loss": _mean_ll(curve, shots), "curve": curve})
-    best = min(rows, key=lambda r: (bool(np.isnan(r["log_loss"])), r["log_loss"]))
-    return best, rows
+        rows.append({"var": var, **_pooled(parts, shots)})
+    return _lowest(rows), rows
 
 
 def known_user_folds(train: IndexedPairs, val: IndexedPairs | None, n_users: int, seed: int, shots=SHOTS,
